@@ -1,0 +1,84 @@
+"""Config loading and the one validation place: every bad value names the problem and the fix."""
+
+import pytest
+
+from versatune_mlops.config import RunConfig, available_presets, load_config, validate_distribution
+from versatune_mlops.errors import ConfigError
+
+
+def test_presets_load_and_validate():
+    assert {"tiny", "smollm2"} <= set(available_presets())
+    tiny = load_config("tiny")
+    assert tiny.model.name == "tiny" and tiny.preset == "tiny"
+    assert load_config("smollm2").model.name == "smollm2"
+
+
+def test_overrides_apply_after_preset():
+    config = load_config("tiny", overrides={"train.max_steps": 7, "method.alpha": 0.5})
+    assert config.train.max_steps == 7 and config.method.alpha == 0.5
+
+
+def test_flat_params_have_dotted_keys():
+    flat = RunConfig().flat()
+    assert flat["train.learning_rate"] == 1e-4 and flat["model.tiny.num_layers"] == 4
+
+
+def test_unknown_preset_lists_available():
+    with pytest.raises(ConfigError, match=r"Unknown preset 'nope'.*tiny"):
+        load_config("nope")
+
+
+def test_unknown_key_suggests_close_match():
+    with pytest.raises(ConfigError, match=r"Unknown config key 'train.max_step'.*Did you mean 'max_steps'"):
+        load_config("tiny", overrides={"train.max_step": 3})
+
+
+def test_yaml_config_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  max_steps: 3\nmethod:\n  method: uniform\n")
+    config = load_config("tiny", path)
+    assert config.train.max_steps == 3 and config.method.method == "uniform"
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(config_file=missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(config_file=bad)
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"method.method": "magic"}, "Unknown method 'magic'. Use one of: versatune"),
+        ({"method.mode": "grow"}, "Unknown mode 'grow'"),
+        ({"method.mode": "expansion"}, "Expansion mode needs a target domain"),
+        ({"method.mode": "expansion", "method.target": "law", "method.method": "uniform"}, "does not support it"),
+        ({"method.mode": "expansion", "method.target": "poetry", "data.domains": ["law", "code"]},
+         "Target domain 'poetry' is not a domain"),
+        ({"method.alpha": -1.0}, "method.alpha=-1.0 is out of range"),
+        ({"method.beta": float("nan")}, "method.beta=nan is out of range"),
+        ({"method.eta": 1e9}, "method.eta=1000000000.0 is out of range"),
+        ({"method.epsilon": 1.5}, "method.epsilon=1.5 must be in [0, 1]"),
+        ({"method.interval": -2}, "method.interval=-2"),
+        ({"method.prior": {"law": -0.1, "code": 1.0}}, "method.prior['law'] = -0.1 is not a finite non-negative"),
+        ({"method.prior": {"law": float("nan"), "code": 1.0}}, "method.prior['law'] = nan"),
+        ({"method.prior": {"law": 0.0, "code": 0.0}}, "method.prior sums to zero"),
+        ({"method.reference": "fixed"}, "needs method.reference_losses"),
+        ({"method.reference_losses": {"law": -1.0}}, "must be a finite loss >= 0"),
+        ({"train.max_length": 4}, "train.max_length=4 must be >= 8"),
+        ({"train.max_steps": 0}, "train.max_steps=0"),
+        ({"probe.top_p": 0.0}, "probe.top_p=0.0 must be in (0, 1]"),
+        ({"probe.estimator": "bert"}, "probe.estimator='bert' is unknown"),
+        ({"data.eval_fraction": 1.0}, "data.eval_fraction=1.0 must be in (0, 1)"),
+        ({"data.domains": ["law", "law"]}, "lists a domain twice"),
+    ],
+)
+def test_bad_values_are_rejected_with_a_fix(overrides, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny", overrides=overrides)
+    assert fragment in str(info.value)
+
+
+def test_validate_distribution_normalises():
+    assert validate_distribution({"a": 1, "b": 3}, "w") == {"a": 0.25, "b": 0.75}

@@ -1,0 +1,97 @@
+"""Benchmark: tokens/s of the VersaTune training loop vs a bare torch loop, side by side.
+
+Both loops train the same model (reset to the same initial weights before every run) on the same
+batches (same sampler, same seed), with the same batch size, dtype, optimizer and schedule. Runs
+alternate bare/loop so machine noise hits both alike; the medians are compared as a ratio.
+The loop's time counts everything in its step loop (sampling, collation, per-domain loss
+bookkeeping, hooks, progress bar) except the per-domain evaluations, which are the method's own cost
+and are measured separately (static vs dynamic overhead, in the benchmark of the method).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+from transformers import get_scheduler
+
+from .config import RunConfig
+from .evaluation import autocast_context
+from .formatting import collate
+from .loop import prepare_inputs, train
+from .sampler import DomainSampler
+
+log = logging.getLogger(__name__)
+
+
+def bare_torch_loop(model, batches: list[dict], config: RunConfig) -> float:
+    """The plainest loop: HF loss, backward, clip, AdamW, scheduler. Returns tokens/s."""
+    t = config.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    scheduler = get_scheduler(t.lr_schedule, optimizer, num_warmup_steps=int(t.warmup_ratio * t.max_steps),
+                              num_training_steps=t.max_steps)
+    model.train()
+    tokens = 0
+    started = time.perf_counter()
+    for batch in batches:
+        with autocast_context(model, config.model.bf16):
+            loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        tokens += int(batch["attention_mask"].sum())
+    return tokens / (time.perf_counter() - started)
+
+
+def run_loop_benchmark(config: RunConfig, steps: int = 30, repeats: int = 3) -> dict:
+    # A static mixture with no evaluation inside the measured steps; the prior is given so no probe runs.
+    config = dataclasses.replace(
+        config,
+        method=dataclasses.replace(config.method, method="uniform", mode="fostering", target=None,
+                                   interval=steps + 1, reference="initial_fraction"),
+        train=dataclasses.replace(config.train, max_steps=steps, checkpoint_every=0, eval_accuracy=False,
+                                  save_model=False, log_every=max(1, steps // 3)),
+    )
+    inputs = prepare_inputs(config)
+    domains = inputs.data.domains
+    config = dataclasses.replace(config, method=dataclasses.replace(
+        config.method, prior={d: 1.0 / len(domains) for d in domains}))
+    initial_state = copy.deepcopy(inputs.loaded.model.state_dict())
+
+    sampler = DomainSampler([len(inputs.train_encoded[d]) for d in domains], np.full(len(domains), 1 / len(domains)),
+                            seed=config.train.seed)
+    pad_id = inputs.loaded.tokenizer.pad_token_id
+    batches = [collate([inputs.train_encoded[domains[d]][i] for d, i in sampler.sample(config.train.batch_size)], pad_id)
+               for _ in range(steps)]
+
+    bare, loop = [], []
+    for repeat in range(repeats):
+        inputs.loaded.model.load_state_dict(initial_state)
+        bare.append(bare_torch_loop(inputs.loaded.model, batches, config))
+        inputs.loaded.model.load_state_dict(initial_state)
+        with tempfile.TemporaryDirectory(prefix="versatune-bench-") as tmp:
+            summary = train(config, tmp, inputs=inputs)
+        loop.append(summary["tokens_trained"] / summary["train_seconds"])
+        log.info("repeat %d: bare %.1f tokens/s, loop %.1f tokens/s", repeat, bare[-1], loop[-1])
+    return {
+        "model": inputs.loaded.source,
+        "batch_size": config.train.batch_size,
+        "bf16": config.model.bf16,
+        "steps": steps,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "bare_tokens_per_s": statistics.median(bare),
+        "loop_tokens_per_s": statistics.median(loop),
+        "ratio": statistics.median(loop) / statistics.median(bare),
+        "bare_runs": bare,
+        "loop_runs": loop,
+    }
