@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .data import MCItem
 from .formatting import IGNORE_INDEX, collate, encode_choice
@@ -62,14 +63,17 @@ def domain_losses(
     model.eval()
     device = next(model.parameters()).device
     losses: dict[str, float] = {}
+    progress = tqdm(total=sum(map(len, encoded_eval.values())), desc="eval: loss", unit="ex", leave=False)
     for domain, examples in encoded_eval.items():
         total, tokens = 0.0, 0
         for start in range(0, len(examples), batch_size):
+            progress.update(len(examples[start : start + batch_size]))
             batch = {k: v.to(device) for k, v in collate(list(examples[start : start + batch_size]), pad_token_id).items()}
             loss_sum, count = per_example_loss(model, batch, bf16)
             total += float(loss_sum.sum())
             tokens += int(count.sum())
         losses[domain] = total / tokens if tokens else math.nan
+    progress.close()
     model.train(was_training)
     return losses
 
@@ -99,22 +103,34 @@ def domain_accuracy(
     model.eval()
     device = next(model.parameters()).device
     accuracy: dict[str, float] = {}
+    total = sum(len(item.choices) for items in mc_items.values() for item in items)
+    progress = tqdm(total=total, desc="eval: accuracy", unit="choice", leave=False)
     for domain, items in mc_items.items():
         if not items:
             continue
         encoded = [encode_choice(tokenizer, item.messages, choice, max_length) for item in items for choice in item.choices]
         mean_losses = []
         for start in range(0, len(encoded), batch_size):
+            progress.update(len(encoded[start : start + batch_size]))
             batch = {k: v.to(device) for k, v in collate(encoded[start : start + batch_size], tokenizer.pad_token_id).items()}
             loss_sum, count = per_example_loss(model, batch, bf16)
-            mean_losses.extend((loss_sum / count.clamp(min=1)).tolist())
-        predictions, offset = [], 0
+            # A choice cut off entirely by max_length has no tokens to score: NaN, item skipped below.
+            mean_losses.extend(torch.where(count > 0, loss_sum / count.clamp(min=1), math.nan).tolist())
+        predictions, references, offset = [], [], 0
         for item in items:
             scores = mean_losses[offset : offset + len(item.choices)]
-            predictions.append(int(np.argmin(scores)))
             offset += len(item.choices)
-        references = [item.answer for item in items]
+            if not np.all(np.isfinite(scores)):
+                continue
+            predictions.append(int(np.argmin(scores)))
+            references.append(item.answer)
+        if len(predictions) < len(items):
+            log.warning("accuracy/%s: %d of %d items do not fit max_length=%d and were skipped",
+                        domain, len(items) - len(predictions), len(items), max_length)
+        if not predictions:
+            continue
         accuracy[domain] = _accuracy_metric().compute(predictions=predictions, references=references)["accuracy"]
+    progress.close()
     model.train(was_training)
     return accuracy
 

@@ -79,7 +79,8 @@ class TfidfLogRegEstimator(DomainEstimator):
             TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1, max_features=50000),
             TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=(3, 5), max_features=50000),
         )
-        classifier = LogisticRegression(C=4.0, max_iter=2000)
+        # Balanced classes: the estimator must not favour a domain because the SFT data has more of it.
+        classifier = LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced")
         if counts.min() >= 2:
             classifier = CalibratedClassifierCV(classifier, method="sigmoid", cv=folds)
         self.pipeline = make_pipeline(features, classifier).fit(list(texts), y)
@@ -164,9 +165,18 @@ class ProbeResult:
         }
 
 
-def fit_estimator(data: DomainData, name: str) -> tuple[DomainEstimator, float]:
-    """Train the estimator on the SFT train split; report its accuracy on the held-out split."""
-    train = [ex for d in data.domains for ex in data.train[d]]
+def fit_estimator(data: DomainData, name: str, max_per_domain: int = 600, seed: int = 0) -> tuple[DomainEstimator, float]:
+    """Train the estimator on the SFT train split; report its accuracy on the held-out split.
+
+    At most ``max_per_domain`` seeded examples per domain: more barely helps a TF-IDF classifier
+    and makes fitting slow on big domains.
+    """
+    rng = np.random.default_rng(seed)
+    train = []
+    for d in data.domains:
+        examples = data.train[d]
+        keep = rng.permutation(len(examples))[:max_per_domain]
+        train.extend(examples[i] for i in sorted(keep))
     estimator = build_estimator(name).fit([example_text(ex) for ex in train], [ex.domain for ex in train], data.domains)
     held_out = [ex for d in data.domains for ex in data.eval[d]]
     predicted = estimator.predict_proba([example_text(ex) for ex in held_out]).argmax(axis=1)
@@ -177,7 +187,7 @@ def fit_estimator(data: DomainData, name: str) -> tuple[DomainEstimator, float]:
 
 
 def run_probe(model, tokenizer, data: DomainData, config: ProbeConfig) -> ProbeResult:
-    estimator, accuracy = fit_estimator(data, config.estimator)
+    estimator, accuracy = fit_estimator(data, config.estimator, seed=config.seed)
     texts = generate_free_text(model, tokenizer, config)
     distribution = aggregate_distribution(estimator.predict_proba(texts))
     weights = apply_floor(distribution, config.floor)

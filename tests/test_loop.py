@@ -1,0 +1,164 @@
+"""Integration tests of the training loop on the tiny model: probe -> train, resume, faults, methods."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from versatune_mlops.config import METHODS
+from versatune_mlops.errors import TrainingDivergedError
+from versatune_mlops.hooks import TrainingHooks
+from versatune_mlops.loop import prepare_inputs, train
+
+
+class Recorder(TrainingHooks):
+    def __init__(self):
+        self.calls = []
+        self.reweights = []
+
+    def on_start(self, config, domains, initial_weights, run_info):
+        self.calls.append("start")
+        self.run_info = run_info
+
+    def on_eval(self, step, metrics):
+        self.calls.append(("eval", step))
+
+    def on_reweight(self, step, record):
+        self.reweights.append(record)
+
+    def on_checkpoint(self, step, path):
+        self.calls.append(("checkpoint", step))
+
+    def on_end(self, summary):
+        self.calls.append("end")
+
+
+def _on_simplex(weights):
+    values = np.array(list(weights.values()))
+    return np.all(np.isfinite(values)) and np.all(values >= 0) and abs(values.sum() - 1) < 1e-9
+
+
+def test_probe_then_train_changes_parameters_and_moves_weights(tiny_config, tmp_path):
+    config = tiny_config(**{"train.max_steps": 24, "method.interval": 4, "train.eval_accuracy": True})
+    inputs = prepare_inputs(config)
+    before = {n: p.detach().clone() for n, p in inputs.loaded.model.named_parameters()}
+    recorder = Recorder()
+    summary = train(config, tmp_path, hooks=[recorder], inputs=inputs)
+
+    changed = [n for n, p in inputs.loaded.model.named_parameters() if not torch.equal(p, before[n])]
+    assert len(changed) == len(before), "every parameter should have been updated by full fine-tuning"
+
+    domains = summary["domains"]
+    assert domains == ["law", "medicine", "finance", "science", "code", "general"]
+    # The probe ran (method versatune, no prior given) and wrote its distribution.
+    distribution = json.loads((tmp_path / "distribution.json").read_text())
+    assert _on_simplex(distribution["distribution"]) and distribution["num_samples"] == 16
+    assert summary["prior"] == pytest.approx(distribution["distribution"])
+
+    trajectory = summary["weight_trajectory"]
+    assert [p["step"] for p in trajectory] == [0, 4, 8, 12, 16, 20]
+    assert all(_on_simplex(p["weights"]) for p in trajectory)
+    assert summary["final_weights"] != summary["initial_weights"], "re-weighting should move the weights"
+    assert _on_simplex(summary["final_weights"]) and _on_simplex(summary["realised_share"])
+
+    for key in ("eval_loss_before", "eval_loss_after", "accuracy_before", "accuracy_after"):
+        assert set(summary[key]) == set(domains)
+    assert all(summary["eval_loss_after"][d] < summary["eval_loss_before"][d] for d in domains)
+    assert all(0 <= summary["accuracy_after"][d] <= 1 for d in domains)
+    assert summary["tokens_trained"] > 24 * 8 * 20 and summary["wall_seconds"] > 0
+    assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "summary.json").is_file()
+
+    # Hooks saw the run in order; each re-weighting point has potential and forgetting per domain.
+    assert recorder.calls[0] == "start" and recorder.calls[-1] == "end"
+    assert [c for c in recorder.calls if isinstance(c, tuple) and c[0] == "eval"][0] == ("eval", 0)
+    assert len(recorder.reweights) == 5
+    assert set(recorder.reweights[0]["potential"]) == set(domains)
+    assert all(v >= 0 for r in recorder.reweights for v in r["forgetting"].values())
+
+
+class StopAfter(TrainingHooks):
+    """Simulates a crash right after the checkpoint at `step`."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_checkpoint(self, step, path):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tiny_config, tmp_path):
+    config = tiny_config(**{"train.max_steps": 20, "method.interval": 3, "train.checkpoint_every": 5,
+                            "method.prior": {d: 1 / 6 for d in ["law", "medicine", "finance", "science", "code", "general"]},
+                            "train.save_model": False})
+    full = train(config, tmp_path / "full")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", hooks=[StopAfter(10)])
+    checkpoints = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir())
+    assert checkpoints == ["step-000010"], "only the newest complete checkpoint is kept (keep_checkpoints=1)"
+    resumed = train(config, tmp_path / "cut", resume_from=tmp_path / "cut")
+
+    # Exact equality: same RNG streams, sampler state and bit-identical parameters after restore.
+    assert resumed["weight_trajectory"] == full["weight_trajectory"]
+    assert resumed["final_weights"] == full["final_weights"]
+    assert resumed["eval_loss_after"] == full["eval_loss_after"]
+    assert resumed["tokens_trained"] == full["tokens_trained"]
+
+
+class PoisonAt(TrainingHooks):
+    """Puts a NaN into the model after `step`, so the next loss is NaN."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, step, loss, model):
+        if step == self.step:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+
+
+def test_nan_loss_stops_with_last_checkpoint_intact(tiny_config, tmp_path):
+    config = tiny_config(**{"train.checkpoint_every": 4, "train.max_steps": 12, "method.method": "uniform"})
+    with pytest.raises(TrainingDivergedError, match=r"became nan at step 7.*step-000004"):
+        train(config, tmp_path, hooks=[PoisonAt(6)])
+    checkpoint = tmp_path / "checkpoints" / "step-000004"
+    state = json.loads((checkpoint / "state.json").read_text())
+    assert state["loop"]["step"] == 4 and _on_simplex(dict(enumerate(state["loop"]["weights"])))
+    weights = torch.load(checkpoint / "model.pt")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS])
+def test_every_method_trains_and_keeps_weights_on_simplex(tiny_config, tmp_path, method):
+    config = tiny_config(**{"method.method": method, "train.max_steps": 8, "method.interval": 2,
+                            "train.save_model": False, "probe.num_samples": 8})
+    summary = train(config, tmp_path)
+    assert all(_on_simplex(p["weights"]) for p in summary["weight_trajectory"])
+    if method == "uniform":
+        assert all(w == pytest.approx(1 / 6) for w in summary["final_weights"].values())
+    if method in ("versatune", "doremi"):
+        assert summary["final_weights"] != summary["initial_weights"]
+
+
+def test_expansion_grows_the_target(tiny_config, tmp_path):
+    config = tiny_config(**{"method.mode": "expansion", "method.target": "law", "train.max_steps": 12,
+                            "method.interval": 3, "train.save_model": False})
+    summary = train(config, tmp_path)
+    shares = [p["weights"]["law"] for p in summary["weight_trajectory"]]
+    assert shares[0] == pytest.approx(0.5)
+    assert all(b >= a - 1e-12 for a, b in zip(shares, shares[1:])) and shares[-1] > shares[0]
+    assert shares[-1] <= 0.9 + 1e-12
+
+
+def test_specialist_reference_losses_are_cached(tiny_config, tmp_path):
+    config = tiny_config(**{"method.reference": "specialist", "method.specialist_steps": 3,
+                            "train.max_steps": 4, "train.save_model": False, "method.method": "doremi",
+                            "data.domains": ["law", "code"]})
+    first = train(config, tmp_path / "a")
+    assert set(first["reference_loss"]) == {"law", "code"}
+    assert all(first["reference_loss"][d] < first["eval_loss_before"][d] for d in ("law", "code"))
+    second = train(config, tmp_path / "b")
+    assert second["reference_loss"] == first["reference_loss"]
