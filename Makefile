@@ -31,7 +31,7 @@ demo: install
 	$(VENV)/bin/versatune probe --preset smollm2 --output-dir $(OUT)/probe
 	$(VENV)/bin/versatune train --preset smollm2 --prior-file $(OUT)/probe/distribution.json --output-dir $(OUT)/train
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
 
 test-fast: install
@@ -43,3 +43,8 @@ bench-loop: install
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
+
+# Debian's Chromium for the end-to-end UI test (tests/test_ui.py); installs only when absent.
+.PHONY: browser
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)

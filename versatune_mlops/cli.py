@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -22,13 +23,35 @@ from .errors import VersaTuneError
 log = logging.getLogger("versatune_mlops")
 
 
+def _optional_int(text: str) -> Optional[int]:
+    """An integer option that MLproject may pass as "" (unset) or "40.0"."""
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    return int(value)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help=f"experiment preset in projects/ ({', '.join(available_presets())})")
     parser.add_argument("--config", help="YAML config file (applied after the preset)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.learning_rate=2e-5 (repeatable)")
-    parser.add_argument("--seed", type=int, help="training and probe seed")
-    parser.add_argument("--output-dir", required=True, help="folder for results (created)")
+    parser.add_argument("--seed", type=_optional_int, help="training and probe seed")
+    parser.add_argument("--output-dir", required=True, help="folder for results (created; a run-id subfolder when tracking)")
+    _tracking_args(parser)
+
+
+def _tracking_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-tracking", dest="tracking", action="store_false",
+                        help="do not log to MLflow (plain local run)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///$PWD/mlflow.db)")
+    parser.add_argument("--experiment", help="MLflow experiment name (default: the current one)")
+    parser.add_argument("--run-name", help="MLflow run name")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -38,16 +61,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe = sub.add_parser("probe", help="detect the base model's knowledge distribution over domains")
     _common(probe)
-    probe.add_argument("--num-samples", type=int, help="number of free generations (probe.num_samples)")
+    probe.add_argument("--num-samples", type=_optional_int, help="number of free generations (probe.num_samples)")
 
     train = sub.add_parser("train", help="multi-domain SFT with VersaTune or a baseline mixture")
     _common(train)
     train.add_argument("--method", choices=METHODS, help="mixture method (default versatune)")
     train.add_argument("--mode", choices=MODES, help="fostering (all domains) or expansion (grow --target)")
     train.add_argument("--target", help="target domain in expansion mode")
-    train.add_argument("--max-steps", type=int, help="optimizer steps")
-    train.add_argument("--prior-file", help="distribution.json from `versatune probe` (skips the probe)")
+    train.add_argument("--max-steps", type=_optional_int, help="optimizer steps (default: the preset's)")
+    train.add_argument("--prior-file", help="distribution.json from `versatune probe`, a path or a runs:/ URI (skips the probe)")
     train.add_argument("--resume", help="checkpoint folder, or an output folder to resume from its newest checkpoint")
+
+    register = sub.add_parser("register", help="register the best finished run's model and point an alias at it")
+    register.add_argument("--model-name", required=True, help="registered model name")
+    register.add_argument("--alias", default="champion", help="alias to set on the chosen version")
+    register.add_argument("--metric", default="score/multi_domain",
+                          help="objective (eval_loss/* is minimised, everything else maximised)")
+    register.add_argument("--parent-run-id", help="choose among the children of this run")
+    register.add_argument("--run-ids", help="choose among these comma-separated runs")
+    _tracking_args(register)
+
+    main = sub.add_parser("main", help="probe -> train -> register as MLflow child runs (reuses finished steps)")
+    main.add_argument("--preset", default="smollm2")
+    main.add_argument("--config", default="", help="YAML config file applied after the preset")
+    main.add_argument("--method", default="versatune", choices=METHODS)
+    main.add_argument("--mode", default="fostering", choices=MODES)
+    main.add_argument("--target", default="")
+    main.add_argument("--max-steps", default="", type=lambda t: "" if _optional_int(t) is None else str(_optional_int(t)),
+                      help="optimizer steps (default: the preset's)")
+    main.add_argument("--seed", default="0", type=lambda t: str(_optional_int(t) or 0))
+    main.add_argument("--model-name", default="", help="registered model name (default versatune-<preset>)")
+    main.add_argument("--alias", default="champion")
+    main.add_argument("--metric", default="score/multi_domain")
+    _tracking_args(main)
 
     bench = sub.add_parser("bench-loop", help="tokens/s of the training loop vs a bare torch loop, side by side")
     bench.add_argument("--preset", default="tiny")
@@ -72,12 +118,21 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     for attribute, keys in mapping.items():
         value = getattr(args, attribute, None)
-        if value is not None:
+        if value is not None and value != "":  # MLproject passes "" for "not set"
             overrides.update({key: value for key in keys})
     return overrides
 
 
 def _prior_from_file(path: str) -> dict[str, float]:
+    """Read a probe's distribution.json from a local path or an MLflow artifact URI (runs:/...)."""
+    if "://" in path or path.startswith("runs:/"):
+        import mlflow
+
+        try:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=path)
+        except Exception as exc:  # noqa: BLE001 - any download failure is the same user error
+            raise VersaTuneError(f"--prior-file {path!r} could not be downloaded ({exc}). Pass the distribution.json "
+                                 f"artifact of a finished probe run, e.g. runs:/<run id>/probe/distribution.json.") from exc
     file = Path(path)
     if not file.is_file():
         raise VersaTuneError(f"--prior-file {path!r} does not exist. Pass the distribution.json written by `versatune probe`.")
@@ -89,33 +144,78 @@ def _prior_from_file(path: str) -> dict[str, float]:
                              f"Pass the distribution.json written by `versatune probe`.") from exc
 
 
+@contextlib.contextmanager
+def _maybe_tracked(args, tags: dict[str, str], default_name: str):
+    """A tracked MLflow run (yields its id) unless --no-tracking (yields None)."""
+    if not args.tracking:
+        yield None
+        return
+    from .tracking import tracked_run
+
+    with tracked_run(experiment=args.experiment, run_name=args.run_name or default_name, tags=tags) as run_id:
+        yield run_id
+
+
+def _start_tracking(args) -> None:
+    if args.tracking:
+        from .tracking import configure_tracking
+
+        configure_tracking(args.tracking_uri)
+
+
 def cmd_probe(args) -> int:
     from .checkpointing import write_json_atomic
     from .loop import prepare_inputs
     from .probe import run_probe
 
-    config = load_config(args.preset, args.config, _overrides(args))
-    inputs = prepare_inputs(config)
-    result = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "distribution.json", result.to_json())
+    config = load_config(args.preset, args.config or None, _overrides(args))
+    _start_tracking(args)
+    tags = {"versatune.step": "probe", "versatune.preset": config.preset or "custom", "versatune.model": config.model.name}
+    with _maybe_tracked(args, tags, "probe") as run_id:
+        inputs = prepare_inputs(config)
+        result = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe)
+        out = Path(args.output_dir) / (run_id or "")
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "distribution.json", result.to_json())
+        if run_id:
+            from .tracking import log_params, log_probe_result
+
+            log_params(run_id, {k: v for k, v in config.flat().items() if k.startswith(("probe.", "model.", "data."))})
+            log_probe_result(run_id, result.to_json())
     print(f"Estimator held-out accuracy: {result.estimator_accuracy:.3f}")
     print("Knowledge distribution (from", result.num_samples, "generations):")
     for domain, p in result.distribution.items():
         print(f"  {domain:<12} {p:6.3f}")
-    print(f"Wrote {out / 'distribution.json'}")
+    print(f"Wrote {out / 'distribution.json'}" + (f"; MLflow run {run_id}" if run_id else ""))
     return 0
 
 
 def cmd_train(args) -> int:
-    from .loop import train
+    from .loop import prepare_inputs, train
 
     overrides = _overrides(args)
-    if args.prior_file:
+    config = load_config(args.preset, args.config or None, overrides)  # bad input fails before any run exists
+    _start_tracking(args)
+    if args.prior_file:  # "" from MLproject means "run the probe"
         overrides["method.prior"] = _prior_from_file(args.prior_file)
-    config = load_config(args.preset, args.config, overrides)
-    summary = train(config, args.output_dir, resume_from=args.resume)
+        config = load_config(args.preset, args.config or None, overrides)
+    from .tracking import run_tags
+
+    with _maybe_tracked(args, run_tags(config) | {"versatune.step": "train"}, f"train-{config.method.method}") as run_id:
+        out = Path(args.output_dir) / (run_id or "")
+        inputs = prepare_inputs(config)
+        hooks = []
+        if run_id:
+            from .tracking import MlflowTrackingHooks, log_dataset_inputs
+
+            log_dataset_inputs(inputs.data, config.data.source)
+            hooks.append(MlflowTrackingHooks(run_id))
+        try:
+            summary = train(config, out, hooks=hooks, resume_from=args.resume, inputs=inputs)
+        except KeyboardInterrupt:
+            if run_id:
+                _log_last_checkpoint(run_id, out)
+            raise
     print(f"{'domain':<12} {'loss before':>12} {'loss after':>11} {'weight 0':>9} {'final w':>8}")
     for d in summary["domains"]:
         print(f"{d:<12} {summary['eval_loss_before'][d]:>12.4f} {summary['eval_loss_after'][d]:>11.4f} "
@@ -123,7 +223,71 @@ def cmd_train(args) -> int:
     after = summary["metrics_after"]
     print(f"mean loss {after['eval_loss/mean']:.4f}, worst {after['eval_loss/worst']:.4f}, "
           f"multi-domain score {after['score/multi_domain']:.4f}")
-    print(f"{summary['tokens_trained']} tokens in {summary['wall_seconds']:.1f} s; wrote {Path(args.output_dir) / 'summary.json'}")
+    print(f"{summary['tokens_trained']} tokens in {summary['wall_seconds']:.1f} s; wrote {out / 'summary.json'}"
+          + (f"; MLflow run {run_id}" if run_id else ""))
+    return 0
+
+
+def _log_last_checkpoint(run_id: str, output_dir: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from .checkpointing import latest
+
+    checkpoint = latest(output_dir)
+    if checkpoint is not None:
+        MlflowClient().log_artifacts(run_id, str(checkpoint), artifact_path=f"checkpoints/{checkpoint.name}")
+        log.warning("Interrupted: logged checkpoint %s to run %s", checkpoint.name, run_id)
+
+
+def cmd_register(args) -> int:
+    from .tracking import configure_tracking, experiment_id_for, tracked_run
+    from .registry import register_best
+
+    configure_tracking(args.tracking_uri)
+    with tracked_run(experiment=args.experiment, run_name=args.run_name or "register",
+                     tags={"versatune.step": "register"}, system_metrics=False) as run_id:
+        import mlflow
+
+        experiment_ids = [] if (args.parent_run_id or args.run_ids) else [
+            mlflow.get_run(run_id).info.experiment_id if args.experiment is None else experiment_id_for(args.experiment)]
+        run_ids = [r for r in (args.run_ids or "").split(",") if r]
+        registration = register_best(args.model_name, metric=args.metric, alias=args.alias,
+                                     experiment_ids=experiment_ids, parent_run_id=args.parent_run_id, run_ids=run_ids)
+        mlflow.set_tags({"versatune.registered_model": registration.model_name,
+                         "versatune.registered_version": registration.version,
+                         "versatune.registered_run": registration.run_id, "versatune.alias": registration.alias})
+    print(f"{'Registered' if registration.created else 'Already registered'}: {registration.model_name} "
+          f"version {registration.version} (run {registration.run_id}, {registration.metric}={registration.value:.5g}); "
+          f"alias @{registration.alias} -> models:/{registration.model_name}@{registration.alias}")
+    return 0
+
+
+def cmd_main(args) -> int:
+    from .tracking import configure_tracking, tracked_run
+    from .workflow import run_main
+
+    load_config(args.preset, args.config or None, {})  # a missing preset fails before anything starts
+    uri = configure_tracking(args.tracking_uri)
+    model_name = args.model_name or f"versatune-{args.preset}"
+    with tracked_run(experiment=args.experiment, run_name=args.run_name or f"main-{args.preset}",
+                     tags={"versatune.step": "main", "versatune.preset": args.preset}, system_metrics=False) as run_id:
+        result = run_main(preset=args.preset, method=args.method, mode=args.mode, target=args.target,
+                          max_steps=args.max_steps, seed=args.seed, config=args.config, model_name=model_name,
+                          alias=args.alias, metric=args.metric, parent_run_id=run_id)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    train_run = client.get_run(result.train_run_id)
+    version = client.get_model_version_by_alias(model_name, args.alias)
+    print(f"Experiment : {client.get_experiment(result.experiment_id).name} (id {result.experiment_id})")
+    print(f"Best run   : {result.train_run_id} ({train_run.info.run_name}), "
+          f"{args.metric} = {train_run.data.metrics.get(args.metric, float('nan')):.5g}")
+    print(f"Registered : {model_name} version {version.version}, alias @{args.alias} "
+          f"(load with mlflow.pyfunc.load_model('models:/{model_name}@{args.alias}'))")
+    if uri.startswith(("http://", "https://")):
+        print(f"Open the UI: {uri}/#/experiments/{result.experiment_id}")
+    else:
+        print(f"Open the UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
     return 0
 
 
@@ -140,7 +304,22 @@ def cmd_bench_loop(args) -> int:
     return 0
 
 
-COMMANDS = {"probe": cmd_probe, "train": cmd_train, "bench-loop": cmd_bench_loop}
+def _tag_inherited_run(message: str) -> None:
+    """Under `mlflow run`, record an error raised before our own run handling on the run it created
+    (mlflow run marks that run FAILED when we exit non-zero)."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient().set_tag(run_id, "versatune.error", message[:5000])
+    except Exception:  # noqa: BLE001 - best effort; the message is already on stderr
+        pass
+
+
+COMMANDS = {"probe": cmd_probe, "train": cmd_train, "register": cmd_register, "main": cmd_main,
+            "bench-loop": cmd_bench_loop}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -153,6 +332,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return COMMANDS[args.command](args)
     except VersaTuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _tag_inherited_run(f"{type(exc).__name__}: {exc}")
         return 2
     except KeyboardInterrupt:
         print("interrupted: the newest checkpoint in the output folder is intact; resume with --resume", file=sys.stderr)

@@ -1,0 +1,55 @@
+"""Figures of a run: weight trajectory, per-domain eval loss, probe distribution (matplotlib, no MLflow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are written to files, never shown
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def weight_trajectory_figure(trajectory: Sequence[Mapping], path: Path, title: str = "Domain weights") -> Path:
+    """Stacked area of the domain weights over training steps."""
+    steps = [point["step"] for point in trajectory]
+    domains = list(trajectory[0]["weights"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    # A step function: each weight holds until the next re-weighting point.
+    ax.stackplot(steps + [steps[-1] + max(1, steps[-1] - steps[-2] if len(steps) > 1 else 1)],
+                 [[p["weights"][d] for p in trajectory] + [trajectory[-1]["weights"][d]] for d in domains],
+                 labels=domains, step="post", alpha=0.85)
+    ax.set(xlabel="step", ylabel="weight", ylim=(0, 1), title=title)
+    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=8)
+    return _save(fig, path)
+
+
+def eval_loss_figure(records: Sequence[Mapping], before: Mapping[str, float], after: Mapping[str, float],
+                     final_step: int, path: Path) -> Path:
+    """Per-domain held-out loss at step 0, each re-weighting point, and the end."""
+    points = [(0, before)] + [(r["step"], r["eval_loss"]) for r in records] + [(final_step, after)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for domain in before:
+        ax.plot([s for s, _ in points], [losses[domain] for _, losses in points], marker="o", ms=3, label=domain)
+    ax.set(xlabel="step", ylabel="held-out response loss", title="Per-domain eval loss")
+    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=8)
+    return _save(fig, path)
+
+
+def distribution_figure(distribution: Mapping[str, float], path: Path, title: str = "Probe: knowledge distribution") -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(list(distribution), list(distribution.values()), color="tab:blue")
+    ax.set(ylabel="probability", title=title)
+    for i, value in enumerate(distribution.values()):
+        ax.text(i, value, f"{value:.2f}", ha="center", va="bottom", fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
