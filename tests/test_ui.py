@@ -51,16 +51,17 @@ def _run_main(project: Path, tracking_uri: str, log_path: Path) -> tuple[int, st
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=log_path.parent, env=_run_env(tracking_uri), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        timed_out = False
         try:
-            rc = proc.wait(timeout=MAIN_TIMEOUT_S)
+            proc.wait(timeout=MAIN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            rc = -1
+            timed_out = True
         finally:
             stop_process_group(proc)  # step processes started by `main` share the group
     tail = log_path.read_text(errors="replace")[-6000:]
-    if rc == -1:
-        tail = f"(timed out after {MAIN_TIMEOUT_S} s)\n{tail}"
-    return rc, tail
+    if timed_out:
+        tail = f"(timed out after {MAIN_TIMEOUT_S} s and was stopped)\n{tail}"
+    return proc.returncode, tail
 
 
 def _tags(run: dict) -> dict:
@@ -80,10 +81,70 @@ def _artifact_files(url: str, run_id: str, path: str = "") -> list[str]:
     return files
 
 
+def check_runs(url: str, experiment_id: str) -> dict:
+    """A main run and its probe/train children, all FINISHED; returns the runs' REST records by entry point."""
+    runs = api(url, "runs/search", method="POST", experiment_ids=[experiment_id], max_results=1000).get("runs", [])
+    assert len(runs) >= 3, f"expected a main run and child runs, got {len(runs)} run(s)"
+    by_entry: dict = {}
+    for run in runs:
+        by_entry.setdefault(_tags(run).get("mlflow.project.entryPoint"), []).append(run)
+    counts = {k: len(v) for k, v in by_entry.items()}
+    for step in ("main", "probe", "train"):
+        assert len(by_entry.get(step, [])) == 1, f"expected one {step} run; runs by entry point: {counts}"
+    main = by_entry["main"][0]
+    assert "mlflow.parentRunId" not in _tags(main)
+    for run in runs:
+        name = _tags(run).get("mlflow.runName")
+        assert run["info"]["status"] == "FINISHED", f"run {name!r} is {run['info']['status']}"
+        if run is not main:
+            assert _tags(run).get("mlflow.parentRunId") == main["info"]["run_id"], (
+                f"run {name!r} ({run['info']['run_id']}) is not a child of the main run")
+    return {"all": runs, **{step: by_entry[step][0] for step in ("main", "probe", "train")}}
+
+
+def check_train_metrics(url: str, train_id: str) -> None:
+    for key in [f"weight/{d}" for d in DOMAINS] + ["eval_loss/mean"]:
+        history = api(url, "metrics/get-history", run_id=train_id, metric_key=key).get("metrics", [])
+        assert history, f"the train run has no history for {key}"
+        if key.startswith("weight/"):
+            steps = {m.get("step", 0) for m in history}
+            assert len(steps) > 1, f"{key} was logged at only step(s) {sorted(steps)}"
+
+
+def check_artifacts(url: str, train_id: str, probe_id: str) -> None:
+    train_files = _artifact_files(url, train_id)
+    assert "summary.json" in train_files, f"train artifacts: {train_files}"
+    assert any(f.startswith("figures/") and not f.endswith("/") for f in train_files), (
+        f"the train run has no figures: {train_files}")
+    probe_files = _artifact_files(url, probe_id)
+    assert any(f.endswith("distribution.json") for f in probe_files), f"probe artifacts: {probe_files}"
+
+
+def check_registry(url: str, train_id: str) -> None:
+    version = api(url, "registered-models/alias", name=MODEL_NAME, alias="champion")["model_version"]
+    assert version["run_id"] == train_id, (
+        f"{MODEL_NAME}@champion is version {version['version']} of run {version['run_id']}, not the train run {train_id}")
+
+
+def check_ui(url: str, experiment_id: str, runs: list, screenshot: Path) -> None:
+    """The runs page lists every run by name, linked to its run page.
+
+    Sorting by name lists the children flat; the default (date) order nests them, collapsed, under
+    the main run. The bare experiment URL opens MLflow 3's GenAI overview, not the runs table.
+    """
+    page = f"{url}/#/experiments/{experiment_id}/runs?orderByKey=attributes.run_name&orderByAsc=true"
+    dom = render_dom(page, screenshot=screenshot)
+    for run in runs:
+        name, run_id = _tags(run).get("mlflow.runName"), run["info"]["run_id"]
+        assert name, f"run {run_id} has no name"
+        assert f'href="#/experiments/{experiment_id}/runs/{run_id}"' in dom and f">{html.escape(name)}<" in dom, (
+            f"run {name!r} ({run_id}) is not on the rendered runs page {page} (screenshot: {screenshot})")
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{screenshot} is not a PNG"
+
+
 @pytest.mark.slow
 def test_main_entry_point_is_tracked_registered_and_shown_in_the_ui(tmp_path):
     require_chromium()  # fail before the long run, not after it
-    started = time.monotonic()
     with mlflow_server(tmp_path / "server") as url:
         workdir = tmp_path / "work"
         workdir.mkdir()
@@ -91,59 +152,13 @@ def test_main_entry_point_is_tracked_registered_and_shown_in_the_ui(tmp_path):
         rc, tail = _run_main(project, url, workdir / "mlflow-run.log")
         assert rc == 0, f"`mlflow run -e main -P preset=tiny` failed with exit code {rc}:\n{tail}"
 
-        # The experiment: a main run and its probe/train children, all finished.
         experiment_id = api(url, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]["experiment_id"]
-        runs = api(url, "runs/search", method="POST", experiment_ids=[experiment_id], max_results=1000).get("runs", [])
-        assert len(runs) >= 3, f"expected a main run and child runs, got {len(runs)} run(s)"
-        by_entry = {}
-        for run in runs:
-            by_entry.setdefault(_tags(run).get("mlflow.project.entryPoint"), []).append(run)
-        assert len(by_entry.get("main", [])) == 1, f"runs by entry point: { {k: len(v) for k, v in by_entry.items()} }"
-        main_id = by_entry["main"][0]["info"]["run_id"]
-        assert "mlflow.parentRunId" not in _tags(by_entry["main"][0])
-        children = [r for r in runs if r["info"]["run_id"] != main_id]
-        for run in children:
-            assert _tags(run).get("mlflow.parentRunId") == main_id, (
-                f"run {run['info']['run_id']} ({_tags(run).get('mlflow.runName')}) is not a child of the main run")
-        for run in runs:
-            assert run["info"]["status"] == "FINISHED", f"{_tags(run).get('mlflow.runName')}: {run['info']['status']}"
-        for step in ("probe", "train"):
-            assert len(by_entry.get(step, [])) == 1, f"expected one {step} child run, got {len(by_entry.get(step, []))}"
-        train_id = by_entry["train"][0]["info"]["run_id"]
-        probe_id = by_entry["probe"][0]["info"]["run_id"]
-
-        # The train run's metric histories.
-        for key in [f"weight/{d}" for d in DOMAINS] + ["eval_loss/mean"]:
-            history = api(url, "metrics/get-history", run_id=train_id, metric_key=key).get("metrics", [])
-            assert history, f"train run has no history for {key}"
-            if key.startswith("weight/"):
-                steps = {m.get("step", 0) for m in history}
-                assert len(steps) > 1, f"{key} was logged at only step(s) {sorted(steps)}"
-
-        # Artifacts, served through the tracking server.
-        train_files = _artifact_files(url, train_id)
-        assert "summary.json" in train_files, f"train artifacts: {train_files}"
-        assert "figures/" in train_files and any(f.startswith("figures/") and not f.endswith("/") for f in train_files), (
-            f"train artifacts have no figures: {train_files}")
-        probe_files = _artifact_files(url, probe_id)
-        assert any(f.endswith("distribution.json") for f in probe_files), f"probe artifacts: {probe_files}"
-
-        # The registry: the champion alias points at the train run's model.
-        version = api(url, "registered-models/alias", name=MODEL_NAME, alias="champion")["model_version"]
-        assert version["run_id"] == train_id, f"{MODEL_NAME}@champion is version {version['version']} of run {version['run_id']}"
-
-        # The UI: the runs page lists every run by name, with a link to its run page. Sorting by name
-        # shows children flat (the default date order nests them, collapsed, under the main run).
-        screenshot = tmp_path / "experiment-runs.png"
-        page = f"{url}/#/experiments/{experiment_id}/runs?orderByKey=attributes.run_name&orderByAsc=true"
-        dom = render_dom(page, screenshot=screenshot)
-        for run in runs:
-            name, run_id = _tags(run).get("mlflow.runName"), run["info"]["run_id"]
-            assert name, f"run {run_id} has no name"
-            assert f'href="#/experiments/{experiment_id}/runs/{run_id}"' in dom and f">{html.escape(name)}<" in dom, (
-                f"run {name!r} ({run_id}) is not on the rendered runs page (screenshot: {screenshot})")
-        assert screenshot.stat().st_size > 0 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    print(f"end-to-end UI test took {time.monotonic() - started:.0f} s")
+        runs = check_runs(url, experiment_id)
+        train_id, probe_id = runs["train"]["info"]["run_id"], runs["probe"]["info"]["run_id"]
+        check_train_metrics(url, train_id)
+        check_artifacts(url, train_id, probe_id)
+        check_registry(url, train_id)
+        check_ui(url, experiment_id, runs["all"], tmp_path / "experiment-runs.png")
 
 
 def test_missing_chromium_fails_with_the_install_hint(monkeypatch, tmp_path):

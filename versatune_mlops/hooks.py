@@ -13,7 +13,8 @@ from typing import Any, Mapping, Sequence
 
 class TrainingHooks:
     def on_start(self, config, domains: Sequence[str], initial_weights: Mapping[str, float], run_info: Mapping[str, Any]) -> None:
-        """Before the first step; ``run_info`` holds the resolved prior, reference losses, sizes."""
+        """Before the first step; ``run_info`` holds the resolved prior, reference losses, sizes, and
+        the probe's output (``probe_result``) when this run measured its prior."""
 
     def on_step_end(self, step: int, loss: float, model) -> None:
         """After each optimizer step."""

@@ -98,6 +98,8 @@ class LoopState:
     reference_loss: dict[str, float] = field(default_factory=dict)
     initial_weights: dict[str, float] = field(default_factory=dict)
     prior: dict[str, float] = field(default_factory=dict)
+    probe_result: Optional[dict] = None
+    """The probe's output when this run measured its own prior."""
 
 
 def train(
@@ -140,6 +142,7 @@ def train(
     hooks.on_start(config, domains, dict(zip(domains, state.weights)), {
         "prior": state.prior, "reference_loss": state.reference_loss, "train_sizes": dict(zip(domains, sizes.tolist())),
         "eval_sizes": {d: len(inputs.eval_encoded[d]) for d in domains}, "model_source": inputs.loaded.source,
+        "probe_result": state.probe_result,
     })
     if resume_from is None:
         hooks.on_eval(0, domain_metrics(state.eval_loss_before, state.accuracy_before))
@@ -273,7 +276,7 @@ def _initial_state(config: RunConfig, inputs: RunInputs, output_dir: Path, sizes
     """Prior (probe), base-model evaluation, reference losses, initial weights."""
     domains, t = inputs.data.domains, config.train
     model, tokenizer = inputs.loaded.model, inputs.loaded.tokenizer
-    prior = resolve_prior(config, inputs, output_dir)
+    prior, probe_result = resolve_prior(config, inputs, output_dir)
     losses = domain_losses(model, inputs.eval_encoded, t.eval_batch_size, tokenizer.pad_token_id, config.model.bf16)
     accuracy = _accuracy(config, inputs, model)
     from .reference import reference_losses  # late import: reference runs call back into this module
@@ -292,6 +295,7 @@ def _initial_state(config: RunConfig, inputs: RunInputs, output_dir: Path, sizes
         reference_loss=reference,
         initial_weights=dict(zip(domains, weights.tolist())),
         prior=prior,
+        probe_result=probe_result,
     )
 
 
@@ -304,16 +308,17 @@ def make_strategy(config: RunConfig, domains: list[str], prior: dict[str, float]
     )
 
 
-def resolve_prior(config: RunConfig, inputs: RunInputs, output_dir: Path) -> dict[str, float]:
-    """The domain distribution the mixture starts from: given, or measured by the probe."""
+def resolve_prior(config: RunConfig, inputs: RunInputs, output_dir: Path) -> tuple[dict[str, float], Optional[dict]]:
+    """The domain distribution the mixture starts from (given, or measured by the probe), and the
+    probe's output when it ran."""
     domains = inputs.data.domains
     if config.method.prior is not None:
-        return {d: float(config.method.prior[d]) for d in domains}
+        return {d: float(config.method.prior[d]) for d in domains}, None
     if config.method.method not in PRIOR_METHODS:
-        return {d: 1.0 / len(domains) for d in domains}  # unused by these methods; uniform for the record
-    result = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe)
-    checkpointing.write_json_atomic(output_dir / "distribution.json", result.to_json())
-    return result.distribution
+        return {d: 1.0 / len(domains) for d in domains}, None  # unused by these methods; uniform for the record
+    result = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe).to_json()
+    checkpointing.write_json_atomic(output_dir / "distribution.json", result)
+    return result["distribution"], result
 
 
 def _accuracy(config: RunConfig, inputs: RunInputs, model) -> dict[str, float]:

@@ -81,7 +81,7 @@ def register_best(
         version = client.create_model_version(model_name, source=run.data.tags[f"{TAG_PREFIX}model_uri"], run_id=run_id)
         created = True
     client.set_registered_model_alias(model_name, alias, version.version)
-    tags = {key: value for key, value in run.data.tags.items()
+    tags = {key[len(TAG_PREFIX):]: value for key, value in run.data.tags.items()
             if key.startswith(TAG_PREFIX) and key[len(TAG_PREFIX):] in ("method", "mode", "target", "preset")}
     tags |= {f"param.{k}": v for k, v in run.data.params.items()
              if k in ("method.alpha", "method.beta", "method.eta", "method.epsilon", "method.interval")}

@@ -248,6 +248,8 @@ class MlflowTrackingHooks(TrainingHooks):
                     | {f"prior/{d}": p for d, p in run_info["prior"].items()}
                     | {f"reference_loss/{d}": v for d, v in run_info["reference_loss"].items()}, step=0)
         self.client.log_dict(self.run_id, {k: run_info[k] for k in ("train_sizes", "eval_sizes")}, "data/sizes.json")
+        if run_info.get("probe_result"):
+            log_probe_result(self.run_id, run_info["probe_result"])
 
     def on_log(self, step, metrics):
         log_metrics(self.run_id, metrics, step)
@@ -284,6 +286,6 @@ class MlflowTrackingHooks(TrainingHooks):
                   for d in summary["domains"]}
         final |= {"tokens_trained": summary["tokens_trained"], "train_seconds": summary["train_seconds"],
                   "wall_seconds": summary["wall_seconds"]}
-        log_metrics(self.run_id, final | summary["metrics_after"], summary["steps"])
+        log_metrics(self.run_id, final, summary["steps"])  # metrics_after came through on_eval
         if self.log_model and summary.get("model_dir"):
             log_transformers_model(self.run_id, summary["model_dir"])

@@ -10,6 +10,7 @@ between steps by run URI (``runs:/<probe run>/probe/distribution.json``).
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
@@ -36,6 +37,17 @@ def _current_commit(client: MlflowClient, parent_run_id: str) -> Optional[str]:
     return client.get_run(parent_run_id).data.tags.get(COMMIT_TAG)
 
 
+def _logged_value(value: Optional[str]) -> Optional[str]:
+    """MLflow logs entry-point parameters shell-quoted (an empty string becomes "''"): undo that."""
+    if value is None:
+        return None
+    try:
+        tokens = shlex.split(value)
+    except ValueError:
+        return value
+    return tokens[0] if len(tokens) == 1 else ("" if not tokens else value)
+
+
 def find_finished_step(client: MlflowClient, experiment_id: str, entry_point: str, parameters: Mapping[str, str],
                        commit: Optional[str]) -> Optional[str]:
     """The newest FINISHED run of ``entry_point`` with exactly these parameters and code version."""
@@ -46,7 +58,7 @@ def find_finished_step(client: MlflowClient, experiment_id: str, entry_point: st
     for run in runs:
         if commit is not None and run.data.tags.get(COMMIT_TAG) != commit:
             continue
-        if all(run.data.params.get(k) == str(v) for k, v in parameters.items()):
+        if all(_logged_value(run.data.params.get(k)) == str(v) for k, v in parameters.items()):
             return run.info.run_id
     return None
 
