@@ -6,13 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REQS := requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 STAMP := $(VENV)/.installed-$(shell cat $(REQS) 2>/dev/null | sha256sum | cut -c1-16)
-OUT ?= outputs/demo
+# Absolute, so every step (and Ray trials that change directory) writes to the same database.
+MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export MLFLOW_TRACKING_URI
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test test-fast bench-loop clean
+.PHONY: install demo demo-tiny ui test test-fast bench-loop clean
 
 install: $(STAMP)
 
@@ -27,9 +29,19 @@ $(STAMP): $(REQS)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# The main job: probe -> train -> register as an MLflow Project on the embedded default.
 demo: install
-	$(VENV)/bin/versatune probe --preset smollm2 --output-dir $(OUT)/probe
-	$(VENV)/bin/versatune train --preset smollm2 --prior-file $(OUT)/probe/distribution.json --output-dir $(OUT)/train
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/mlflow run . -e main --env-manager local \
+		--experiment-name versatune-demo -P preset=smollm2
+
+# The same job on the tiny preset (about 2 minutes).
+demo-tiny: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/mlflow run . -e main --env-manager local \
+		--experiment-name versatune-tiny -P preset=tiny
+
+# Browse the runs of `make demo` at http://127.0.0.1:5000
+ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
 test: install browser
 	$(PY) -m pytest -q

@@ -13,12 +13,15 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Reference-loss caches and tiny checkpoints go to a per-session folder, never ~/.cache.
+    """Caches and MLflow runs go to per-session folders, never ~/.cache or the repository.
 
     The converted SmolLM2 checkpoint is the exception (slow tests): it is reused from the user cache
     when present, because converting it costs ~20 s and it is identical every time.
     """
     monkeypatch.setenv("VERSATUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    # Runs of tests that do not pick a store land in a throwaway database, never the repository's.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.getbasetemp() / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
 
 
 def tiny_overrides(**extra):

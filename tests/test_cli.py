@@ -9,7 +9,7 @@ import pytest
 from versatune_mlops.cli import main
 
 FAST = ["--set", "train.max_steps=6", "--set", "method.interval=3", "--set", "train.eval_accuracy=false",
-        "--set", "probe.num_samples=8", "--set", "train.save_model=false"]
+        "--set", "probe.num_samples=8", "--set", "train.save_model=false", "--no-tracking"]
 
 
 def test_probe_then_train_writes_the_documented_files(tmp_path, capsys):
