@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -181,3 +183,27 @@ def test_main_resumes_after_a_failure_in_its_second_step(store, tmp_path):
     assert train_run.data.tags["mlflow.parentRunId"] == main_run.info.run_id
     assert train_run.data.params["prior_uri"] == f"runs:/{probe.info.run_id}/probe/distribution.json"
     assert client.get_model_version_by_alias("versatune-tiny", "champion").run_id == train_run.info.run_id
+
+
+def test_ctrl_c_ends_the_run_killed_with_the_last_checkpoint_logged(store, tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store)
+    command = [sys.executable, "-m", "versatune_mlops.cli", "train", "--preset", "tiny", "--experiment", "interrupt",
+               "--output-dir", str(out), "--set", "train.max_steps=100000", "--set", "train.checkpoint_every=2",
+               "--set", "method.method=uniform", "--set", "train.eval_accuracy=false"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("*/checkpoints/step-*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    assert list(out.glob("*/checkpoints/step-*")), "no checkpoint was written"
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-2000:]
+    assert "resume with --resume" in output
+
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("interrupt").experiment_id])
+    assert run.info.status == "KILLED"
+    logged = _artifacts(client, run.info.run_id)
+    assert any(p.startswith("checkpoints/step-") and p.endswith("state.json") for p in logged), logged
+    assert "versatune.model_uri" not in run.data.tags

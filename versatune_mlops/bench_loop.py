@@ -70,7 +70,8 @@ def run_loop_benchmark(config: RunConfig, steps: int = 30, repeats: int = 3) -> 
     sampler = DomainSampler([len(inputs.train_encoded[d]) for d in domains], np.full(len(domains), 1 / len(domains)),
                             seed=config.train.seed)
     pad_id = inputs.loaded.tokenizer.pad_token_id
-    batches = [collate([inputs.train_encoded[domains[d]][i] for d, i in sampler.sample(config.train.batch_size)], pad_id)
+    device = next(inputs.loaded.model.parameters()).device
+    batches = [{k: v.to(device) for k, v in collate([inputs.train_encoded[domains[d]][i] for d, i in sampler.sample(config.train.batch_size)], pad_id).items()}
                for _ in range(steps)]
 
     bare, loop = [], []

@@ -86,6 +86,8 @@ class ModelConfig:
     bf16: bool = False
     """bf16 autocast (CPU or GPU). The LM head and losses stay fp32."""
     torch_threads: Optional[int] = None
+    device: str = "auto"
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     cache_dir: Optional[str] = None
     """Where converted checkpoints, tokenizers and reference losses are cached.
     Default: ``$VERSATUNE_CACHE`` or ``~/.cache/versatune_mlops``."""
@@ -329,6 +331,8 @@ def validate(config: RunConfig) -> RunConfig:
 
     _check(isinstance(m.name, str) and m.name, "model.name must be 'smollm2', 'tiny', a local folder or a hub id.")
     _check(m.lora_r >= 1, f"model.lora_r={m.lora_r} must be >= 1.")
+    _check(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"),
+           f"model.device={m.device!r} is unknown; use auto, cpu, cuda or cuda:N.")
     _check(m.torch_threads is None or m.torch_threads >= 1, f"model.torch_threads={m.torch_threads} must be >= 1.")
 
     _check(p.num_samples >= 1, f"probe.num_samples={p.num_samples} must be >= 1.")

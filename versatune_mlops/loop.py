@@ -139,7 +139,7 @@ def train(
         strategy.load_state_dict(strategy_state)
         sampler.load_state_dict(sampler_state)
 
-    hooks.on_start(config, domains, dict(zip(domains, state.weights)), {
+    hooks.on_start(config, domains, state.initial_weights, {
         "prior": state.prior, "reference_loss": state.reference_loss, "train_sizes": dict(zip(domains, sizes.tolist())),
         "eval_sizes": {d: len(inputs.eval_encoded[d]) for d in domains}, "model_source": inputs.loaded.source,
         "probe_result": state.probe_result,
@@ -151,6 +151,7 @@ def train(
     interval = mc.interval or max(1, math.ceil(sizes.sum() / t.batch_size))
     ref_loss = np.array([state.reference_loss[d] for d in domains])
     pad_id = tokenizer.pad_token_id
+    device = next(model.parameters()).device
     # Training time is the step loop's wall time minus evaluations and checkpoints.
     eval_seconds, side_seconds = 0.0, 0.0
     last_checkpoint: Optional[Path] = None
@@ -160,7 +161,8 @@ def train(
     loop_started = time.perf_counter()
     while state.step < t.max_steps:
         draws = sampler.sample(t.batch_size)
-        batch = collate([inputs.train_encoded[domains[d]][i] for d, i in draws], pad_id)
+        examples = [inputs.train_encoded[domains[d]][i] for d, i in draws]
+        batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
         loss_sum, token_count = per_example_loss(model, batch, config.model.bf16)
         loss = loss_sum.sum() / token_count.sum().clamp(min=1)
         if not torch.isfinite(loss):

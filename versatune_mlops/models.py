@@ -64,7 +64,16 @@ def load_model(config: ModelConfig, tokenizer_corpus: Optional[Iterable[str]] = 
         tokenizer.pad_token = tokenizer.eos_token
     if config.lora:
         loaded.model = _wrap_lora(loaded.model, config)
+    loaded.model.to(resolve_device(config.device))
     return loaded
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"model.device={name!r} but CUDA is not available here. Use model.device=auto or cpu.")
+    return torch.device(name)
 
 
 def _load_pretrained(name: str) -> LoadedModel:
