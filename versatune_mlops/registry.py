@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
@@ -78,7 +79,9 @@ def register_best(
     else:
         if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
             client.create_registered_model(model_name, description="VersaTune multi-domain SFT models")
-        version = client.create_model_version(model_name, source=run.data.tags[f"{TAG_PREFIX}model_uri"], run_id=run_id)
+        # register_model resolves the logged model's id, which a tracking server requires for
+        # a models:/m-<id> source (create_model_version with the bare URI is refused over REST).
+        version = mlflow.register_model(run.data.tags[f"{TAG_PREFIX}model_uri"], model_name)
         created = True
     client.set_registered_model_alias(model_name, alias, version.version)
     tags = {key[len(TAG_PREFIX):]: value for key, value in run.data.tags.items()
