@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=_optional_int, help="optimizer steps (default: the preset's)")
     train.add_argument("--prior-file", help="distribution.json from `versatune probe`, a path or a runs:/ URI (skips the probe)")
     train.add_argument("--resume", help="checkpoint folder, or an output folder to resume from its newest checkpoint")
+    train.add_argument("--num-workers", type=_optional_int,
+                       help="Ray Train workers (0: single process, no Ray); distributed.num_workers")
+    train.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
+    train.add_argument("--storage-path", help="Ray checkpoint storage (shared on a cluster)")
+    train.add_argument("--max-failures", type=_optional_int, help="restarts of a failed worker group")
+    train.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None,
+                       help="one GPU per worker (default: when the cluster has GPUs)")
 
     register = sub.add_parser("register", help="register the best finished run's model and point an alias at it")
     register.add_argument("--model-name", required=True, help="registered model name")
@@ -115,6 +122,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     mapping = {
         "seed": ["train.seed", "probe.seed"], "method": ["method.method"], "mode": ["method.mode"],
         "target": ["method.target"], "max_steps": ["train.max_steps"], "num_samples": ["probe.num_samples"],
+        "num_workers": ["distributed.num_workers"], "ray_address": ["distributed.address"],
+        "storage_path": ["distributed.storage_path"], "max_failures": ["distributed.max_failures"],
+        "use_gpu": ["distributed.use_gpu"],
     }
     for attribute, keys in mapping.items():
         value = getattr(args, attribute, None)
@@ -191,8 +201,6 @@ def cmd_probe(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .loop import prepare_inputs, train
-
     overrides = _overrides(args)
     config = load_config(args.preset, args.config or None, overrides)  # bad input fails before any run exists
     _start_tracking(args)
@@ -201,21 +209,16 @@ def cmd_train(args) -> int:
         config = load_config(args.preset, args.config or None, overrides)
     from .tracking import run_tags
 
+    if config.distributed.num_workers:
+        from .distributed import check_resources
+
+        check_resources(config)  # before any run exists or Ray starts
     with _maybe_tracked(args, run_tags(config) | {"versatune.step": "train"}, f"train-{config.method.method}") as run_id:
         out = Path(args.output_dir) / (run_id or "")
-        inputs = prepare_inputs(config)
-        hooks = []
-        if run_id:
-            from .tracking import MlflowTrackingHooks, log_dataset_inputs
-
-            log_dataset_inputs(inputs.data, config.data.source)
-            hooks.append(MlflowTrackingHooks(run_id))
-        try:
-            summary = train(config, out, hooks=hooks, resume_from=args.resume, inputs=inputs)
-        except KeyboardInterrupt:
-            if run_id:
-                _log_last_checkpoint(run_id, out)
-            raise
+        if config.distributed.num_workers:
+            summary = _train_on_ray(config, out, run_id, args.resume)
+        else:
+            summary = _train_here(config, out, run_id, args.resume)
     print(f"{'domain':<12} {'loss before':>12} {'loss after':>11} {'weight 0':>9} {'final w':>8}")
     for d in summary["domains"]:
         print(f"{d:<12} {summary['eval_loss_before'][d]:>12.4f} {summary['eval_loss_after'][d]:>11.4f} "
@@ -226,6 +229,45 @@ def cmd_train(args) -> int:
     print(f"{summary['tokens_trained']} tokens in {summary['wall_seconds']:.1f} s; wrote {out / 'summary.json'}"
           + (f"; MLflow run {run_id}" if run_id else ""))
     return 0
+
+
+def _train_here(config, out: Path, run_id: Optional[str], resume: Optional[str]) -> dict:
+    """The single-process loop in this process."""
+    from .loop import prepare_inputs, train
+
+    inputs = prepare_inputs(config)
+    hooks = []
+    if run_id:
+        from .tracking import MlflowTrackingHooks, log_dataset_inputs
+
+        log_dataset_inputs(inputs.data, config.data.source)
+        hooks.append(MlflowTrackingHooks(run_id))
+    try:
+        return train(config, out, hooks=hooks, resume_from=resume, inputs=inputs)
+    except KeyboardInterrupt:
+        if run_id:
+            _log_last_checkpoint(run_id, out)
+        raise
+
+
+def _train_on_ray(config, out: Path, run_id: Optional[str], resume: Optional[str]) -> dict:
+    """Ray Train workers; the main worker logs to this run by its id."""
+    from .distributed import train_distributed
+
+    if run_id:
+        import mlflow
+
+        from .data import load_domain_data
+        from .tracking import log_dataset_inputs
+
+        log_dataset_inputs(load_domain_data(config.data), config.data.source)
+    try:
+        return train_distributed(config, out, run_id=run_id, tracking_uri=mlflow.get_tracking_uri() if run_id else None,
+                                 resume_from=resume)
+    except KeyboardInterrupt:
+        if run_id:
+            _log_last_checkpoint(run_id, out)
+        raise
 
 
 def _log_last_checkpoint(run_id: str, output_dir: Path) -> None:

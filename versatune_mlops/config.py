@@ -161,6 +161,21 @@ class TrainConfig:
 
 
 @dataclass
+class DistributedConfig:
+    num_workers: int = 0
+    """Ray Train workers; 0 runs the plain single-process loop (no Ray)."""
+    use_gpu: Optional[bool] = None
+    """One GPU per worker; None: when the cluster has GPUs."""
+    address: Optional[str] = None
+    """Ray cluster address (``ray://host:10001`` or ``auto``); None starts a local Ray."""
+    storage_path: Optional[str] = None
+    """Where Ray keeps checkpoints (absolute path or ``s3://...``; shared storage on a cluster).
+    Default: ``<output_dir>/ray``."""
+    max_failures: int = 0
+    """Restarts of a failed worker group from its newest checkpoint."""
+
+
+@dataclass
 class RunConfig:
     preset: Optional[str] = None
     data: DataConfig = field(default_factory=DataConfig)
@@ -168,6 +183,7 @@ class RunConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -282,6 +298,7 @@ _DATACLASS_FIELDS = {
     (RunConfig, "probe"): ProbeConfig,
     (RunConfig, "method"): MethodConfig,
     (RunConfig, "train"): TrainConfig,
+    (RunConfig, "distributed"): DistributedConfig,
     (ModelConfig, "tiny"): TinyModelConfig,
 }
 
@@ -391,6 +408,15 @@ def validate(config: RunConfig) -> RunConfig:
     _check(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0.")
     _check(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1.")
     _check(t.log_every >= 1, f"train.log_every={t.log_every} must be >= 1.")
+
+    dc = config.distributed
+    _check(isinstance(dc.num_workers, int) and dc.num_workers >= 0,
+           f"distributed.num_workers={dc.num_workers!r} must be an integer >= 0 (0: no Ray).")
+    if dc.num_workers:
+        _check(t.batch_size >= dc.num_workers,
+               f"train.batch_size={t.batch_size} is smaller than distributed.num_workers={dc.num_workers}: every "
+               f"worker needs at least one example per step. Raise the batch size or use fewer workers.")
+    _check(dc.max_failures >= 0, f"distributed.max_failures={dc.max_failures} must be >= 0.")
     return config
 
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .data import MCItem
 from .formatting import IGNORE_INDEX, collate, encode_choice
+from .parallel import SINGLE_PROCESS, Parallel
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +58,32 @@ def domain_losses(
     batch_size: int,
     pad_token_id: int,
     bf16: bool = False,
+    parallel: Parallel = SINGLE_PROCESS,
 ) -> dict[str, float]:
-    """Token-weighted mean response loss per domain on pre-encoded held-out examples."""
+    """Token-weighted mean response loss per domain on pre-encoded held-out examples.
+
+    With several workers each evaluates its shard and the sums are added up, so every worker gets
+    the same losses (and therefore computes the same new weights).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    losses: dict[str, float] = {}
-    progress = tqdm(total=sum(map(len, encoded_eval.values())), desc="eval: loss", unit="ex", leave=False)
-    for domain, examples in encoded_eval.items():
-        total, tokens = 0.0, 0
+    domains = list(encoded_eval)
+    sums = np.zeros((len(domains), 2))  # per domain: summed loss, response tokens
+    shards = {d: parallel.shard(encoded_eval[d]) for d in domains}
+    progress = tqdm(total=sum(map(len, shards.values())), desc="eval: loss", unit="ex", leave=False,
+                    disable=not parallel.is_main)
+    for row, domain in enumerate(domains):
+        examples = shards[domain]
         for start in range(0, len(examples), batch_size):
             progress.update(len(examples[start : start + batch_size]))
-            batch = {k: v.to(device) for k, v in collate(list(examples[start : start + batch_size]), pad_token_id).items()}
+            batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_token_id).items()}
             loss_sum, count = per_example_loss(model, batch, bf16)
-            total += float(loss_sum.sum())
-            tokens += int(count.sum())
-        losses[domain] = total / tokens if tokens else math.nan
+            sums[row] += (float(loss_sum.sum()), int(count.sum()))
     progress.close()
+    sums = parallel.sum(sums)
     model.train(was_training)
-    return losses
+    return {d: (sums[i, 0] / sums[i, 1] if sums[i, 1] else math.nan) for i, d in enumerate(domains)}
 
 
 @lru_cache(maxsize=1)

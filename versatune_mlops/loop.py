@@ -33,6 +33,7 @@ from .evaluation import domain_accuracy, domain_losses, domain_metrics, per_exam
 from .formatting import check_max_length, collate, encode_example, has_labels
 from .hooks import HookList, TrainingHooks
 from .models import LoadedModel, load_model
+from .parallel import SINGLE_PROCESS, Parallel
 from .probe import example_text, run_probe
 from .reweighting import DomainSignals, build_strategy, normalise
 from .sampler import DomainSampler
@@ -108,10 +109,17 @@ def train(
     hooks: Sequence[TrainingHooks] = (),
     resume_from: Optional[str | Path] = None,
     inputs: Optional[RunInputs] = None,
+    parallel: Parallel = SINGLE_PROCESS,
+    worker_hooks: Sequence[TrainingHooks] = (),
 ) -> dict[str, Any]:
-    """Run VersaTune (or a baseline) SFT as configured; returns the summary written to summary.json."""
+    """Run VersaTune (or a baseline) SFT as configured; returns the summary written to summary.json.
+
+    ``hooks`` run on the main worker only (tracking); ``worker_hooks`` on every worker (e.g. Ray's
+    checkpoint reporting). With ``parallel.world_size > 1`` this function runs once per worker
+    inside an initialised process group.
+    """
     started = time.perf_counter()
-    hooks = HookList(hooks)
+    hooks = HookList((list(hooks) if parallel.is_main else []) + list(worker_hooks))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     t, mc = config.train, config.method
@@ -131,7 +139,7 @@ def train(
         state, sampler_state, strategy_state = checkpointing.load(resume_from, model, optimizer, scheduler)
         log.info("Resumed from %s at step %d", resume_from, state.step)
     else:
-        state, sampler_state, strategy_state = _initial_state(config, inputs, output_dir, sizes), None, None
+        state, sampler_state, strategy_state = _initial_state(config, inputs, output_dir, sizes, parallel), None, None
 
     strategy = make_strategy(config, domains, state.prior, sizes)
     sampler = DomainSampler([len(inputs.train_encoded[d]) for d in domains], state.weights, seed=t.seed)
@@ -152,6 +160,8 @@ def train(
     ref_loss = np.array([state.reference_loss[d] for d in domains])
     pad_id = tokenizer.pad_token_id
     device = next(model.parameters()).device
+    n_domains = len(domains)
+    train_model = _data_parallel(model, device) if parallel.world_size > 1 else model
     # Training time is the step loop's wall time minus evaluations and checkpoints.
     eval_seconds, side_seconds = 0.0, 0.0
     last_checkpoint: Optional[Path] = None
@@ -160,14 +170,26 @@ def train(
     progress = tqdm(total=t.max_steps, initial=state.step, desc=f"train ({mc.method})", unit="step")
     loop_started = time.perf_counter()
     while state.step < t.max_steps:
-        draws = sampler.sample(t.batch_size)
+        # Every worker draws the same global batch and trains on its shard of it, so N workers see
+        # exactly the examples one process would.
+        draws = parallel.shard(sampler.sample(t.batch_size))
         examples = [inputs.train_encoded[domains[d]][i] for d, i in draws]
         batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
-        loss_sum, token_count = per_example_loss(model, batch, config.model.bf16)
-        loss = loss_sum.sum() / token_count.sum().clamp(min=1)
-        if not torch.isfinite(loss):
+        loss_sum, token_count = per_example_loss(train_model, batch, config.model.bf16)
+        # One all-reduce per step: totals for the loss normalisation, tokens, per-domain training loss.
+        local = np.zeros(3 + 2 * n_domains)
+        local[:3] = loss_sum.detach().sum().item(), token_count.sum().item(), batch["attention_mask"].sum().item()
+        for (d, _), ex_loss, ex_tokens in zip(draws, loss_sum.detach().tolist(), token_count.tolist()):
+            local[3 + d] += ex_loss
+            local[3 + n_domains + d] += ex_tokens
+        totals = parallel.sum(local)
+        global_tokens = max(totals[1], 1.0)
+        step_loss = totals[0] / global_tokens
+        # Token mean over the global batch; DDP averages gradients over workers, hence × world_size.
+        loss = loss_sum.sum() * (parallel.world_size / global_tokens)
+        if not math.isfinite(step_loss):
             raise TrainingDivergedError(
-                f"Training loss became {loss.item()} at step {state.step + 1}. The last good checkpoint is "
+                f"Training loss became {step_loss} at step {state.step + 1}. The last good checkpoint is "
                 f"{last_checkpoint or 'none (no checkpoint written yet)'}. Lower train.learning_rate or "
                 f"train.grad_clip, or turn off model.bf16, and resume from that checkpoint."
             )
@@ -178,18 +200,18 @@ def train(
         optimizer.step()
         scheduler.step()
         state.step += 1
-        state.tokens_trained += int(batch["attention_mask"].sum())
-        for (d, _), ex_loss, ex_tokens in zip(draws, loss_sum.tolist(), token_count.tolist()):
-            state.train_loss_sum[d] += ex_loss
-            state.train_loss_tokens[d] += ex_tokens
+        state.tokens_trained += int(totals[2])
+        for d in range(n_domains):
+            state.train_loss_sum[d] += totals[3 + d]
+            state.train_loss_tokens[d] += int(totals[3 + n_domains + d])
         progress.update(1)
-        progress.set_postfix(loss=f"{loss.item():.3f}")
-        hooks.on_step_end(state.step, loss.item(), model)
+        progress.set_postfix(loss=f"{step_loss:.3f}")
+        hooks.on_step_end(state.step, step_loss, model)
 
         if state.step % t.log_every == 0 or state.step == t.max_steps:
             share = sampler.realised_share()
             hooks.on_log(state.step, {
-                "train_loss": loss.item(),
+                "train_loss": step_loss,
                 "learning_rate": scheduler.get_last_lr()[0],
                 "tokens_trained": state.tokens_trained,
                 "tokens_per_second": state.tokens_trained / max(time.perf_counter() - loop_started - side_seconds, 1e-9),
@@ -198,7 +220,7 @@ def train(
 
         if state.step % interval == 0 and state.step < t.max_steps:
             eval_started = time.perf_counter()
-            losses = domain_losses(model, inputs.eval_encoded, t.eval_batch_size, pad_id, config.model.bf16)
+            losses = domain_losses(model, inputs.eval_encoded, t.eval_batch_size, pad_id, config.model.bf16, parallel)
             eval_seconds += time.perf_counter() - eval_started
             side_seconds += time.perf_counter() - eval_started
             eval_loss = np.array([losses[d] for d in domains])
@@ -225,20 +247,21 @@ def train(
 
         if t.checkpoint_every and state.step % t.checkpoint_every == 0:
             checkpoint_started = time.perf_counter()
-            last_checkpoint = checkpointing.save(output_dir, state, model, optimizer, scheduler,
-                                                 sampler.state_dict(), strategy.state_dict(), t.keep_checkpoints)
+            if parallel.is_main:  # the state is identical on every worker: one writer
+                last_checkpoint = checkpointing.save(output_dir, state, model, optimizer, scheduler,
+                                                     sampler.state_dict(), strategy.state_dict(), t.keep_checkpoints)
             side_seconds += time.perf_counter() - checkpoint_started
-            hooks.on_checkpoint(state.step, str(last_checkpoint))
+            hooks.on_checkpoint(state.step, str(last_checkpoint) if parallel.is_main else None)
     train_seconds = time.perf_counter() - loop_started - side_seconds
     progress.close()
 
     eval_started = time.perf_counter()
-    losses_after = domain_losses(model, inputs.eval_encoded, t.eval_batch_size, pad_id, config.model.bf16)
+    losses_after = domain_losses(model, inputs.eval_encoded, t.eval_batch_size, pad_id, config.model.bf16, parallel)
     accuracy_after = _accuracy(config, inputs, model)
     eval_seconds += time.perf_counter() - eval_started
     hooks.on_eval(state.step, domain_metrics(losses_after, accuracy_after))
 
-    if t.save_model:
+    if t.save_model and parallel.is_main:
         checkpointing.save_final_model(output_dir / "model", model, tokenizer)
     summary = {
         "domains": domains,
@@ -269,17 +292,24 @@ def train(
         "model_dir": str(output_dir / "model") if t.save_model else None,
         "config": config.to_dict(),
     }
-    checkpointing.write_json_atomic(output_dir / "summary.json", summary)
+    if parallel.is_main:
+        checkpointing.write_json_atomic(output_dir / "summary.json", summary)
     hooks.on_end(summary)
     return summary
 
 
-def _initial_state(config: RunConfig, inputs: RunInputs, output_dir: Path, sizes: np.ndarray) -> LoopState:
-    """Prior (probe), base-model evaluation, reference losses, initial weights."""
+def _initial_state(config: RunConfig, inputs: RunInputs, output_dir: Path, sizes: np.ndarray,
+                   parallel: Parallel = SINGLE_PROCESS) -> LoopState:
+    """Prior (probe), base-model evaluation, reference losses, initial weights.
+
+    Every worker computes the same values: the probe and reference runs are seeded, the
+    evaluation is summed over workers.
+    """
     domains, t = inputs.data.domains, config.train
     model, tokenizer = inputs.loaded.model, inputs.loaded.tokenizer
-    prior, probe_result = resolve_prior(config, inputs, output_dir)
-    losses = domain_losses(model, inputs.eval_encoded, t.eval_batch_size, tokenizer.pad_token_id, config.model.bf16)
+    prior, probe_result = resolve_prior(config, inputs, output_dir, write=parallel.is_main)
+    losses = domain_losses(model, inputs.eval_encoded, t.eval_batch_size, tokenizer.pad_token_id, config.model.bf16,
+                           parallel)
     accuracy = _accuracy(config, inputs, model)
     from .reference import reference_losses  # late import: reference runs call back into this module
 
@@ -310,7 +340,8 @@ def make_strategy(config: RunConfig, domains: list[str], prior: dict[str, float]
     )
 
 
-def resolve_prior(config: RunConfig, inputs: RunInputs, output_dir: Path) -> tuple[dict[str, float], Optional[dict]]:
+def resolve_prior(config: RunConfig, inputs: RunInputs, output_dir: Path,
+                  write: bool = True) -> tuple[dict[str, float], Optional[dict]]:
     """The domain distribution the mixture starts from (given, or measured by the probe), and the
     probe's output when it ran."""
     domains = inputs.data.domains
@@ -319,7 +350,8 @@ def resolve_prior(config: RunConfig, inputs: RunInputs, output_dir: Path) -> tup
     if config.method.method not in PRIOR_METHODS:
         return {d: 1.0 / len(domains) for d in domains}, None  # unused by these methods; uniform for the record
     result = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe).to_json()
-    checkpointing.write_json_atomic(output_dir / "distribution.json", result)
+    if write:
+        checkpointing.write_json_atomic(output_dir / "distribution.json", result)
     return result["distribution"], result
 
 
@@ -328,6 +360,12 @@ def _accuracy(config: RunConfig, inputs: RunInputs, model) -> dict[str, float]:
         return {}
     return domain_accuracy(model, inputs.loaded.tokenizer, inputs.data.eval_mc, config.train.max_length,
                            config.train.eval_batch_size, config.model.bf16)
+
+
+def _data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DDP wrapper for the training forward/backward; everything else uses the plain model."""
+    device_ids = [device] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
 def _seed_everything(seed: int) -> None:

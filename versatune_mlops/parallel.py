@@ -1,0 +1,44 @@
+"""Data-parallel context for the training loop: which worker this is and how to sum across workers.
+
+The loop and the evaluation use it; a single process is ``Parallel()`` (rank 0 of 1, sums are the
+identity), so the plain path has no distributed code at all. Ray Train workers build one from
+their context and sum through ``torch.distributed`` (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Parallel:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This worker's share of a sequence: every world_size-th item starting at its rank."""
+        return list(items[self.rank :: self.world_size])
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        """Element-wise sum over all workers (float64), identical on every worker."""
+        values = np.asarray(values, dtype=np.float64)
+        if self.world_size == 1:
+            return values
+        tensor = torch.from_numpy(values.copy())
+        if torch.distributed.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor.cpu().numpy()
+
+
+SINGLE_PROCESS = Parallel()
