@@ -99,3 +99,22 @@ def test_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path):
     assert resumed["steps"] == 60
     for d in reference["domains"]:
         assert abs(reference["final_weights"][d] - resumed["final_weights"][d]) < TOLERANCE
+
+
+@pytest.mark.slow
+def test_cli_on_ray_logs_to_mlflow_from_the_main_worker(ray_cluster, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from versatune_mlops.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["train", "--preset", "tiny", "--num-workers", "2", "--experiment", "ray", "--output-dir",
+                 str(tmp_path / "out"), "--set", "train.max_steps=8", "--set", "method.interval=4",
+                 "--set", "probe.num_samples=8", "--set", "train.eval_accuracy=false"]) == 0
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("ray").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "weight/law")] == [0, 4]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_loss/mean")] == [0, 4, 8]
+    assert run.data.tags["versatune.model_uri"].startswith("models:/m-")
+    assert run.data.params["distributed.num_workers"] == "2"

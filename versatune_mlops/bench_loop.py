@@ -96,3 +96,35 @@ def run_loop_benchmark(config: RunConfig, steps: int = 30, repeats: int = 3) -> 
         "bare_runs": bare,
         "loop_runs": loop,
     }
+
+
+def run_ray_benchmark(config: RunConfig, steps: int = 30, worker_counts: tuple[int, ...] = (1, 2)) -> dict:
+    """Training tokens/s of the single-process loop vs Ray Train with 1..N workers, same global batch.
+
+    The same static mixture and batches for every variant; tokens/s counts the step loop only
+    (what each variant's summary reports), and the wall time of each fit, Ray start-up included,
+    is reported next to it.
+    """
+    from .distributed import train_distributed
+
+    config = dataclasses.replace(
+        config,
+        method=dataclasses.replace(config.method, method="uniform", mode="fostering", target=None,
+                                   interval=steps + 1, reference="initial_fraction",
+                                   prior={d: 1.0 for d in (config.data.domains or ("law", "medicine", "finance", "science", "code", "general"))}),
+        train=dataclasses.replace(config.train, max_steps=steps, checkpoint_every=0, eval_accuracy=False,
+                                  save_model=False, log_every=max(1, steps // 3)),
+    )
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="versatune-bench-ray-") as tmp:
+        started = time.perf_counter()
+        summary = train(config, f"{tmp}/single")
+        results["single process"] = (summary["tokens_trained"] / summary["train_seconds"], time.perf_counter() - started)
+        for workers in worker_counts:
+            scaled = dataclasses.replace(config, distributed=dataclasses.replace(config.distributed, num_workers=workers))
+            started = time.perf_counter()
+            summary = train_distributed(scaled, f"{tmp}/ray-{workers}")
+            results[f"ray, {workers} worker(s)"] = (summary["tokens_trained"] / summary["train_seconds"],
+                                                    time.perf_counter() - started)
+    base = results["single process"][0]
+    return {name: {"tokens_per_s": tps, "wall_s": wall, "ratio": tps / base} for name, (tps, wall) in results.items()}

@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=30, help="measured steps per loop")
     bench.add_argument("--repeats", type=int, default=3, help="alternating repeats of each loop")
     bench.add_argument("-v", "--verbose", action="store_true")
+    bench_ray = sub.add_parser("bench-ray", help="training tokens/s: single process vs Ray Train with 1 and 2 workers")
+    bench_ray.add_argument("--preset", default="tiny")
+    bench_ray.add_argument("--config")
+    bench_ray.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    bench_ray.add_argument("--steps", type=int, default=30)
+    bench_ray.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    bench_ray.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
@@ -360,8 +367,20 @@ def _tag_inherited_run(message: str) -> None:
         pass
 
 
+def cmd_bench_ray(args) -> int:
+    from .bench_loop import run_ray_benchmark
+
+    config = load_config(args.preset, args.config, _overrides(args))
+    workers = tuple(int(w) for w in args.workers.split(","))
+    results = run_ray_benchmark(config, steps=args.steps, worker_counts=workers)
+    print(f"{'variant':<22} {'tokens/s':>10} {'vs single':>10} {'wall s':>8}  (same global batch {config.train.batch_size})")
+    for name, row in results.items():
+        print(f"{name:<22} {row['tokens_per_s']:>10.1f} {row['ratio']:>10.3f} {row['wall_s']:>8.1f}")
+    return 0
+
+
 COMMANDS = {"probe": cmd_probe, "train": cmd_train, "register": cmd_register, "main": cmd_main,
-            "bench-loop": cmd_bench_loop}
+            "bench-loop": cmd_bench_loop, "bench-ray": cmd_bench_ray}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -167,7 +167,8 @@ def train(
     last_checkpoint: Optional[Path] = None
     model.train()
 
-    progress = tqdm(total=t.max_steps, initial=state.step, desc=f"train ({mc.method})", unit="step")
+    progress = tqdm(total=t.max_steps, initial=state.step, desc=f"train ({mc.method})", unit="step",
+                    disable=not parallel.is_main)
     loop_started = time.perf_counter()
     while state.step < t.max_steps:
         # Every worker draws the same global batch and trains on its shard of it, so N workers see
