@@ -102,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     main.add_argument("--metric", default="score/multi_domain")
     _tracking_args(main)
 
+    tune = sub.add_parser("tune", help="Ray Tune sweep over the re-weighting coefficients; registers the best model")
+    tune.add_argument("--preset", help=f"experiment preset ({', '.join(available_presets())})")
+    tune.add_argument("--config", help="YAML config file (applied after the preset)")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. tune.alpha=[0,1]")
+    tune.add_argument("--searcher", choices=("random", "grid", "optuna"), help="tune.searcher")
+    tune.add_argument("--num-trials", type=_optional_int, help="trials for random/optuna (tune.num_samples)")
+    tune.add_argument("--objective", help="tune.objective")
+    tune.add_argument("--max-steps", type=_optional_int, help="steps per trial")
+    tune.add_argument("--model-name", default="", help="register the best trial's model (default versatune-<preset>)")
+    tune.add_argument("--alias", default="champion")
+    tune.add_argument("--output-dir", default="outputs/tune")
+    _tracking_args(tune)
+
     bench = sub.add_parser("bench-loop", help="tokens/s of the training loop vs a bare torch loop, side by side")
     bench.add_argument("--preset", default="tiny")
     bench.add_argument("--config")
@@ -129,9 +142,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     mapping = {
         "seed": ["train.seed", "probe.seed"], "method": ["method.method"], "mode": ["method.mode"],
         "target": ["method.target"], "max_steps": ["train.max_steps"], "num_samples": ["probe.num_samples"],
+        "num_trials": ["tune.num_samples"],
         "num_workers": ["distributed.num_workers"], "ray_address": ["distributed.address"],
         "storage_path": ["distributed.storage_path"], "max_failures": ["distributed.max_failures"],
-        "use_gpu": ["distributed.use_gpu"],
+        "use_gpu": ["distributed.use_gpu"], "searcher": ["tune.searcher"], "objective": ["tune.objective"],
     }
     for attribute, keys in mapping.items():
         value = getattr(args, attribute, None)
@@ -340,6 +354,40 @@ def cmd_main(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    import mlflow
+
+    from .registry import register_best
+    from .tracking import configure_tracking, tracked_run
+    from .tuning import log_sweep, run_sweep
+
+    config = load_config(args.preset, args.config or None, _overrides(args))  # bad ranges fail before Ray starts
+    uri = configure_tracking(args.tracking_uri)
+    model_name = args.model_name or f"versatune-{config.preset or 'custom'}"
+    tags = {"versatune.step": "tune", "versatune.preset": config.preset or "custom", "versatune.searcher": config.tune.searcher}
+    with tracked_run(experiment=args.experiment, run_name=args.run_name or f"tune-{config.tune.searcher}", tags=tags) as run_id:
+        from .tracking import log_params
+
+        log_params(run_id, {k: v for k, v in config.flat().items() if k.startswith(("tune.", "train.", "model.name"))})
+        result = run_sweep(config, parent_run_id=run_id, experiment_id=mlflow.get_run(run_id).info.experiment_id,
+                           tracking_uri=uri, output_dir=Path(args.output_dir) / run_id)
+        log_sweep(result, run_id)
+        if result.best is None:
+            raise VersaTuneError("No trial finished, so there is nothing to register. See the trials' errors in "
+                                 "trials.json on the sweep run and fix their cause.")
+        registration = register_best(model_name, metric=result.objective, alias=args.alias, run_ids=[result.best.run_id]) \
+            if config.tune.log_models else None
+    print(f"{'alpha':>6} {'beta':>6} {'eta':>6} {'eps':>6} {'K':>4} {result.objective:>20} status")
+    for t in result.trials:
+        value = f"{t.objective:.5g}" if t.objective is not None else "-"
+        print(f"{t.params['alpha']:>6.3f} {t.params['beta']:>6.3f} {t.params['eta']:>6.3f} {t.params['epsilon']:>6.3f} "
+              f"{int(t.params['interval']):>4} {value:>20} {t.status}")
+    print(f"Best: {result.best.params} -> {result.objective} = {result.best.objective:.5g} (run {result.best.run_id})")
+    if registration:
+        print(f"Registered {registration.model_name} version {registration.version} @{registration.alias}")
+    return 0
+
+
 def cmd_bench_loop(args) -> int:
     from .bench_loop import run_loop_benchmark
 
@@ -379,7 +427,7 @@ def cmd_bench_ray(args) -> int:
     return 0
 
 
-COMMANDS = {"probe": cmd_probe, "train": cmd_train, "register": cmd_register, "main": cmd_main,
+COMMANDS = {"probe": cmd_probe, "train": cmd_train, "register": cmd_register, "main": cmd_main, "tune": cmd_tune,
             "bench-loop": cmd_bench_loop, "bench-ray": cmd_bench_ray}
 
 

@@ -175,6 +175,35 @@ class DistributedConfig:
     """Restarts of a failed worker group from its newest checkpoint."""
 
 
+SEARCHERS = ("random", "grid", "optuna")
+TUNED = ("alpha", "beta", "eta", "epsilon")
+
+
+@dataclass
+class TuneConfig:
+    searcher: str = "optuna"
+    """``random``, ``grid`` or ``optuna``."""
+    num_samples: int = 4
+    """Trials for random/optuna (grid: one per grid point)."""
+    grid_points: int = 2
+    """Grid values per coefficient range (grid searcher)."""
+    objective: str = "score/multi_domain"
+    """Metric to optimise: score/multi_domain (max), eval_loss/mean or eval_loss/worst (min), accuracy/mean (max)."""
+    asha: bool = True
+    grace_intervals: int = 1
+    """ASHA stops no trial before this many re-weighting intervals."""
+    workers_per_trial: int = 1
+    """Ray Train workers inside each trial (each trial builds its own TorchTrainer)."""
+    alpha: list[float] = field(default_factory=lambda: [0.0, 2.0])
+    beta: list[float] = field(default_factory=lambda: [0.0, 2.0])
+    eta: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    epsilon: list[float] = field(default_factory=lambda: [0.0, 0.1])
+    interval: list[int] = field(default_factory=lambda: [5, 10])
+    """Re-weighting intervals to choose from."""
+    log_models: bool = True
+    seed: int = 0
+
+
 @dataclass
 class RunConfig:
     preset: Optional[str] = None
@@ -184,6 +213,7 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -299,6 +329,7 @@ _DATACLASS_FIELDS = {
     (RunConfig, "method"): MethodConfig,
     (RunConfig, "train"): TrainConfig,
     (RunConfig, "distributed"): DistributedConfig,
+    (RunConfig, "tune"): TuneConfig,
     (ModelConfig, "tiny"): TinyModelConfig,
 }
 
@@ -417,6 +448,27 @@ def validate(config: RunConfig) -> RunConfig:
                f"train.batch_size={t.batch_size} is smaller than distributed.num_workers={dc.num_workers}: every "
                f"worker needs at least one example per step. Raise the batch size or use fewer workers.")
     _check(dc.max_failures >= 0, f"distributed.max_failures={dc.max_failures} must be >= 0.")
+
+    tc = config.tune
+    _check(tc.searcher in SEARCHERS, f"Unknown searcher {tc.searcher!r}. Use one of: {', '.join(SEARCHERS)}.")
+    _check(tc.num_samples >= 1, f"tune.num_samples={tc.num_samples} must be >= 1.")
+    _check(tc.grid_points >= 1, f"tune.grid_points={tc.grid_points} must be >= 1.")
+    _check(tc.objective in ("score/multi_domain", "eval_loss/mean", "eval_loss/worst", "accuracy/mean"),
+           f"tune.objective={tc.objective!r} is unknown; use score/multi_domain, eval_loss/mean, eval_loss/worst "
+           f"or accuracy/mean.")
+    _check(tc.grace_intervals >= 1, f"tune.grace_intervals={tc.grace_intervals} must be >= 1.")
+    _check(tc.workers_per_trial >= 0, f"tune.workers_per_trial={tc.workers_per_trial} must be >= 0.")
+    for name in TUNED:
+        bounds = getattr(tc, name)
+        _check(isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds),
+               f"tune.{name}={bounds!r} must be a range [low, high] of two numbers.")
+        _check(bounds[0] <= bounds[1], f"tune.{name}={bounds!r} is an inverted range; write it as [low, high].")
+        upper = 1 if name == "epsilon" else 100
+        _check(0 <= bounds[0] and bounds[1] <= upper,
+               f"tune.{name}={bounds!r} leaves the allowed range [0, {upper}] of method.{name}.")
+    _check(isinstance(tc.interval, list) and len(tc.interval) >= 1
+           and all(isinstance(i, int) and i >= 1 for i in tc.interval),
+           f"tune.interval={tc.interval!r} must be a non-empty list of positive step counts.")
     return config
 
 

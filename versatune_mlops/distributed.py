@@ -33,6 +33,15 @@ class RayCheckpointReporter(TrainingHooks):
         ray.train.report({"step": step}, checkpoint=checkpoint, checkpoint_dir_name=f"{PREFIX}{step:06d}")
 
 
+class RayMetricsReporter(TrainingHooks):
+    """Reports each evaluation to Ray (inside a Tune trial it reaches Tune through TuneReportCallback)."""
+
+    def on_eval(self, step, metrics):
+        import ray.train
+
+        ray.train.report({**metrics, "step": step})
+
+
 def _worker(payload: dict[str, Any]) -> None:
     """Runs in every Ray Train worker."""
     import ray.train
@@ -59,8 +68,11 @@ def _worker(payload: dict[str, Any]) -> None:
     if checkpoint is not None:  # a restart after a failure: continue from Ray's newest checkpoint
         resume_from = checkpoint.to_directory()
         log.info("Worker %d resumes from %s", parallel.rank, resume_from)
+    worker_hooks: list[TrainingHooks] = [RayCheckpointReporter()]
+    if payload.get("report_metrics"):
+        worker_hooks.append(RayMetricsReporter())
     train(config, payload["output_dir"], hooks=hooks, resume_from=resume_from, parallel=parallel,
-          worker_hooks=[RayCheckpointReporter()])
+          worker_hooks=worker_hooks)
 
 
 def check_resources(config: RunConfig) -> None:
@@ -93,8 +105,13 @@ def train_distributed(
     run_id: Optional[str] = None,
     tracking_uri: Optional[str] = None,
     resume_from: Optional[str | Path] = None,
+    callbacks: Optional[list] = None,
 ) -> dict[str, Any]:
-    """Fit a TorchTrainer with ``distributed.num_workers`` workers; returns the run's summary."""
+    """Fit a TorchTrainer with ``distributed.num_workers`` workers; returns the run's summary.
+
+    ``callbacks`` (e.g. Tune's TuneReportCallback inside a trial) also turn on per-evaluation
+    metric reports from the workers.
+    """
     import json
 
     import ray
@@ -114,10 +131,12 @@ def train_distributed(
         train_loop_config={
             "config": config.to_dict(), "output_dir": str(output_dir), "run_id": run_id,
             "tracking_uri": tracking_uri, "resume_from": str(resume_from) if resume_from else None,
+            "report_metrics": bool(callbacks),
         },
         scaling_config=ScalingConfig(num_workers=dc.num_workers, use_gpu=bool(use_gpu)),
         run_config=RayRunConfig(name=f"versatune-{run_id or output_dir.name}", storage_path=storage,
-                                failure_config=FailureConfig(max_failures=dc.max_failures)),
+                                failure_config=FailureConfig(max_failures=dc.max_failures),
+                                callbacks=callbacks or None),
     )
     log.info("Ray Train: %d workers (gpu=%s), storage %s", dc.num_workers, bool(use_gpu), storage)
     trainer.fit()

@@ -46,6 +46,21 @@ def distribution_figure(distribution: Mapping[str, float], path: Path, title: st
     return _save(fig, path)
 
 
+def sweep_figure(trials: Sequence, objective: str, path: Path) -> Path:
+    """Objective against α and against β, one point per trial (failed/stopped trials hollow)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    for ax, name in zip(axes, ("alpha", "beta")):
+        for trial in trials:
+            if trial.objective is None:
+                continue
+            filled = trial.status == "finished"
+            ax.scatter(trial.params[name], trial.objective, s=36, edgecolors="tab:blue",
+                       facecolors="tab:blue" if filled else "none")
+        ax.set(xlabel=f"{name} ({'potential' if name == 'alpha' else 'forgetting'} coefficient)")
+    axes[0].set(ylabel=objective, title="Sweep: objective vs coefficients")
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

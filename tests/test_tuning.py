@@ -1,0 +1,66 @@
+"""Ray Tune sweeps: search space, concurrency, picking the best, and a real 2-trial sweep."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from versatune_mlops.config import load_config
+from versatune_mlops.errors import ConfigError
+from versatune_mlops.tuning import TrialRecord, grid_size, pick_best, trial_concurrency
+
+DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"tune.alpha": [2.0, 0.5]}, "tune.alpha=[2.0, 0.5] is an inverted range"),
+    ({"tune.beta": [1.0]}, "must be a range [low, high]"),
+    ({"tune.epsilon": [0.0, 3.0]}, "leaves the allowed range [0, 1]"),
+    ({"tune.interval": []}, "non-empty list of positive step counts"),
+    ({"tune.searcher": "bayes"}, "Unknown searcher 'bayes'"),
+    ({"tune.objective": "accuracy/law"}, "tune.objective='accuracy/law' is unknown"),
+])
+def test_bad_search_space_is_rejected_before_ray_starts(overrides, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny", overrides=overrides)
+    assert fragment in str(info.value)
+
+
+def test_grid_size_and_concurrency_follow_the_config_and_the_cluster():
+    config = load_config("tiny", overrides={"tune.searcher": "grid", "tune.grid_points": 2, "tune.interval": [5, 10],
+                                            "tune.epsilon": [0.0, 0.0]})
+    assert grid_size(config) == 2 * 2 * 2 * 1 * 2  # a degenerate range contributes one value
+    assert trial_concurrency(config, cluster_cpus=2) == 1, "trial driver + one Train worker fill both CPUs"
+    assert trial_concurrency(config, cluster_cpus=16) == 8
+
+
+def test_best_trial_is_picked_among_finished_trials_only():
+    trials = [TrialRecord({"alpha": 0}, 0.9, "a", "error", "boom"), TrialRecord({"alpha": 1}, 0.5, "b", "finished"),
+              TrialRecord({"alpha": 2}, 0.7, "c", "finished"), TrialRecord({"alpha": 3}, 0.8, "d", "stopped")]
+    assert pick_best(trials, "max").run_id == "c"
+    assert pick_best(trials, "min").run_id == "b"
+    assert pick_best([trials[0]], "max") is None
+
+
+@pytest.mark.slow
+def test_two_trial_sweep_creates_child_runs_and_registers_the_best(tmp_path, monkeypatch):
+    from versatune_mlops.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["tune", "--preset", "tiny", "--num-trials", "2", "--experiment", "sweep", "--model-name", "vt-sweep",
+                 "--output-dir", str(tmp_path / "out"), "--set", "train.max_steps=10", "--set", "tune.interval=[5]",
+                 "--set", "probe.num_samples=8", "--set", "train.eval_accuracy=false"]) == 0
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert {"method.alpha", "method.beta", "method.eta", "method.epsilon", "method.interval"} <= set(child.data.params)
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "weight/law")] == [0, 5]
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "score/multi_domain")] == [0, 5, 10]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
+        a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert {"trials.json", "figures/objective_vs_alpha_beta.png"} <= artifacts
+    best = parent.data.tags["versatune.best_run"]
+    assert best in {c.info.run_id for c in children}
+    assert client.get_model_version_by_alias("vt-sweep", "champion").run_id == best
