@@ -17,6 +17,7 @@ DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
     ({"tune.interval": []}, "non-empty list of positive step counts"),
     ({"tune.searcher": "bayes"}, "Unknown searcher 'bayes'"),
     ({"tune.objective": "accuracy/law"}, "tune.objective='accuracy/law' is unknown"),
+    ({"tune.asha": True, "tune.workers_per_trial": 1}, "would leak the CPUs of every early-stopped trial"),
 ])
 def test_bad_search_space_is_rejected_before_ray_starts(overrides, fragment):
     with pytest.raises(ConfigError) as info:
@@ -26,7 +27,8 @@ def test_bad_search_space_is_rejected_before_ray_starts(overrides, fragment):
 
 def test_grid_size_and_concurrency_follow_the_config_and_the_cluster():
     config = load_config("tiny", overrides={"tune.searcher": "grid", "tune.grid_points": 2, "tune.interval": [5, 10],
-                                            "tune.epsilon": [0.0, 0.0]})
+                                            "tune.epsilon": [0.0, 0.0], "tune.workers_per_trial": 1,
+                                            "tune.asha": False})
     assert grid_size(config) == 2 * 2 * 2 * 1 * 2  # a degenerate range contributes one value
     assert trial_concurrency(config, cluster_cpus=2) == 1, "trial driver + one Train worker fill both CPUs"
     assert trial_concurrency(config, cluster_cpus=16) == 8
@@ -47,7 +49,9 @@ def test_two_trial_sweep_creates_child_runs_and_registers_the_best(tmp_path, mon
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert main(["tune", "--preset", "tiny", "--num-trials", "2", "--experiment", "sweep", "--model-name", "vt-sweep",
                  "--output-dir", str(tmp_path / "out"), "--set", "train.max_steps=10", "--set", "tune.interval=[5]",
-                 "--set", "probe.num_samples=8", "--set", "train.eval_accuracy=false"]) == 0
+                 "--set", "probe.num_samples=8", "--set", "train.eval_accuracy=false",
+                 # Each trial builds its own TorchTrainer (the Train V2 pattern).
+                 "--set", "tune.workers_per_trial=1", "--set", "tune.asha=false"]) == 0
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -64,3 +68,28 @@ def test_two_trial_sweep_creates_child_runs_and_registers_the_best(tmp_path, mon
     best = parent.data.tags["versatune.best_run"]
     assert best in {c.info.run_id for c in children}
     assert client.get_model_version_by_alias("vt-sweep", "champion").run_id == best
+
+
+@pytest.mark.slow
+def test_mlflow_run_tune_entry_point_on_the_tiny_preset(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("MLFLOW_RUN_ID", None)
+    result = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", str(root), "-e", "tune", "--env-manager",
+                             "local", "--experiment-name", "tune-entry", "-P", "preset=tiny",
+                             "-P", f"output_dir={tmp_path / 'out'}"],
+                            env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("tune-entry").experiment_id])
+    (sweep,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "tune"]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
+    assert sweep.info.status == "FINISHED" and len(trials) == 4  # tune.num_samples of the preset's defaults
+    assert {r.info.status for r in trials} <= {"FINISHED", "KILLED"}, "ASHA-stopped trials end KILLED, never RUNNING"
+    assert client.get_model_version_by_alias("versatune-tiny", "champion").run_id == sweep.data.tags["versatune.best_run"]

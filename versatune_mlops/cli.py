@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     main.add_argument("--model-name", default="", help="registered model name (default versatune-<preset>)")
     main.add_argument("--alias", default="champion")
     main.add_argument("--metric", default="score/multi_domain")
+    main.add_argument("--use-tune", default="false", choices=("true", "false"),
+                      help="sweep the coefficients with Ray Tune instead of one training run")
+    main.add_argument("--num-trials", default="4", help="trials of the sweep (with --use-tune true)")
     _tracking_args(main)
 
     tune = sub.add_parser("tune", help="Ray Tune sweep over the re-weighting coefficients; registers the best model")
@@ -110,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--num-trials", type=_optional_int, help="trials for random/optuna (tune.num_samples)")
     tune.add_argument("--objective", help="tune.objective")
     tune.add_argument("--max-steps", type=_optional_int, help="steps per trial")
+    tune.add_argument("--prior-file", help="distribution.json of a probe (path or runs:/ URI); default: each trial probes")
     tune.add_argument("--model-name", default="", help="register the best trial's model (default versatune-<preset>)")
     tune.add_argument("--alias", default="champion")
     tune.add_argument("--output-dir", default="outputs/tune")
@@ -336,7 +340,8 @@ def cmd_main(args) -> int:
                      tags={"versatune.step": "main", "versatune.preset": args.preset}, system_metrics=False) as run_id:
         result = run_main(preset=args.preset, method=args.method, mode=args.mode, target=args.target,
                           max_steps=args.max_steps, seed=args.seed, config=args.config, model_name=model_name,
-                          alias=args.alias, metric=args.metric, parent_run_id=run_id)
+                          alias=args.alias, metric=args.metric, parent_run_id=run_id,
+                          use_tune=args.use_tune == "true", num_trials=args.num_trials)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -361,8 +366,12 @@ def cmd_tune(args) -> int:
     from .tracking import configure_tracking, tracked_run
     from .tuning import log_sweep, run_sweep
 
-    config = load_config(args.preset, args.config or None, _overrides(args))  # bad ranges fail before Ray starts
+    overrides = _overrides(args)
+    config = load_config(args.preset, args.config or None, overrides)  # bad ranges fail before Ray starts
     uri = configure_tracking(args.tracking_uri)
+    if args.prior_file:
+        overrides["method.prior"] = _prior_from_file(args.prior_file)
+        config = load_config(args.preset, args.config or None, overrides)
     model_name = args.model_name or f"versatune-{config.preset or 'custom'}"
     tags = {"versatune.step": "tune", "versatune.preset": config.preset or "custom", "versatune.searcher": config.tune.searcher}
     with tracked_run(experiment=args.experiment, run_name=args.run_name or f"tune-{config.tune.searcher}", tags=tags) as run_id:

@@ -192,8 +192,9 @@ class TuneConfig:
     asha: bool = True
     grace_intervals: int = 1
     """ASHA stops no trial before this many re-weighting intervals."""
-    workers_per_trial: int = 1
-    """Ray Train workers inside each trial (each trial builds its own TorchTrainer)."""
+    workers_per_trial: int = 0
+    """Ray Train workers inside each trial (each trial then builds its own TorchTrainer); 0 trains in
+    the trial's own process. Needs ``asha: false``: see validate()."""
     alpha: list[float] = field(default_factory=lambda: [0.0, 2.0])
     beta: list[float] = field(default_factory=lambda: [0.0, 2.0])
     eta: list[float] = field(default_factory=lambda: [0.5, 2.0])
@@ -458,6 +459,13 @@ def validate(config: RunConfig) -> RunConfig:
            f"or accuracy/mean.")
     _check(tc.grace_intervals >= 1, f"tune.grace_intervals={tc.grace_intervals} must be >= 1.")
     _check(tc.workers_per_trial >= 0, f"tune.workers_per_trial={tc.workers_per_trial} must be >= 0.")
+    # Measured with Ray 2.60 without ray[default]: when ASHA stops a trial that runs its own
+    # TorchTrainer, the trainer's placement group is not cleaned up (the cleaner needs the state
+    # API of the dashboard), its CPUs stay taken and the next trial waits forever.
+    _check(not (tc.asha and tc.workers_per_trial > 0),
+           f"tune.asha=true with tune.workers_per_trial={tc.workers_per_trial} would leak the CPUs of every "
+           f"early-stopped trial's TorchTrainer and hang the sweep. Set tune.asha=false to keep Train workers "
+           f"per trial, or tune.workers_per_trial=0 to stop trials early.")
     for name in TUNED:
         bounds = getattr(tc, name)
         _check(isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds),

@@ -1,4 +1,4 @@
-"""The `main` entry point: probe -> train -> register as MLflow Project steps under one parent run.
+"""The `main` entry point: probe -> train (or a Tune sweep) -> register, as MLflow Project steps under one parent run.
 
 Each step is an ``mlflow run`` of this project's own entry point (so it is a run of its own, with its
 parameters, logs and status) tagged as a child of the main run. A step that already FINISHED with
@@ -100,15 +100,24 @@ class MainResult:
 
 
 def run_main(*, preset: str, method: str, mode: str, target: str, max_steps: str, seed: str, config: str,
-             model_name: str, alias: str, metric: str, parent_run_id: str) -> MainResult:
+             model_name: str, alias: str, metric: str, parent_run_id: str, use_tune: bool = False,
+             num_trials: str = "4") -> MainResult:
     client = MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     common = {"experiment_id": experiment_id, "parent_run_id": parent_run_id}
     probe_run = run_step("probe", {"preset": preset, "config": config, "seed": seed}, **common)
-    train_run = run_step("train", {
-        "preset": preset, "config": config, "method": method, "mode": mode, "target": target,
-        "max_steps": max_steps, "seed": seed, "prior_uri": f"runs:/{probe_run}/probe/distribution.json",
-    }, **common)
+    prior_uri = f"runs:/{probe_run}/probe/distribution.json"
+    if use_tune:
+        # The sweep's trials are children of the tune run; the best one is what gets registered.
+        tune_run = run_step("tune", {"preset": preset, "config": config, "max_steps": max_steps, "num_trials": num_trials,
+                                     "objective": metric, "prior_uri": prior_uri, "model_name": model_name,
+                                     "alias": alias}, **common)
+        train_run = client.get_run(tune_run).data.tags["versatune.best_run"]
+    else:
+        train_run = run_step("train", {
+            "preset": preset, "config": config, "method": method, "mode": mode, "target": target,
+            "max_steps": max_steps, "seed": seed, "prior_uri": prior_uri,
+        }, **common)
     # Registration is cheap and idempotent: always run it so the alias points at the current best.
     register_run = run_step("register", {"model_name": model_name, "alias": alias, "metric": metric,
                                          "run_ids": train_run}, reuse=False, **common)
