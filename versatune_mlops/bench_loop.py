@@ -30,6 +30,21 @@ from .sampler import DomainSampler
 log = logging.getLogger(__name__)
 
 
+def static_mixture(config: RunConfig, steps: int) -> RunConfig:
+    """A uniform static mixture with no evaluation inside the measured steps and no probe."""
+    from .data import load_domain_data
+
+    domains = config.data.domains or load_domain_data(config.data).domains
+    return dataclasses.replace(
+        config,
+        method=dataclasses.replace(config.method, method="uniform", mode="fostering", target=None,
+                                   interval=steps + 1, reference="initial_fraction",
+                                   prior={d: 1.0 / len(domains) for d in domains}),
+        train=dataclasses.replace(config.train, max_steps=steps, checkpoint_every=0, eval_accuracy=False,
+                                  save_model=False, log_every=max(1, steps // 3)),
+    )
+
+
 def bare_torch_loop(model, batches: list[dict], config: RunConfig) -> float:
     """The plainest loop: HF loss, backward, clip, AdamW, scheduler. Returns tokens/s."""
     t = config.train
@@ -53,18 +68,9 @@ def bare_torch_loop(model, batches: list[dict], config: RunConfig) -> float:
 
 
 def run_loop_benchmark(config: RunConfig, steps: int = 30, repeats: int = 3) -> dict:
-    # A static mixture with no evaluation inside the measured steps; the prior is given so no probe runs.
-    config = dataclasses.replace(
-        config,
-        method=dataclasses.replace(config.method, method="uniform", mode="fostering", target=None,
-                                   interval=steps + 1, reference="initial_fraction"),
-        train=dataclasses.replace(config.train, max_steps=steps, checkpoint_every=0, eval_accuracy=False,
-                                  save_model=False, log_every=max(1, steps // 3)),
-    )
+    config = static_mixture(config, steps)
     inputs = prepare_inputs(config)
     domains = inputs.data.domains
-    config = dataclasses.replace(config, method=dataclasses.replace(
-        config.method, prior={d: 1.0 / len(domains) for d in domains}))
     initial_state = copy.deepcopy(inputs.loaded.model.state_dict())
 
     sampler = DomainSampler([len(inputs.train_encoded[d]) for d in domains], np.full(len(domains), 1 / len(domains)),
@@ -107,14 +113,7 @@ def run_ray_benchmark(config: RunConfig, steps: int = 30, worker_counts: tuple[i
     """
     from .distributed import train_distributed
 
-    config = dataclasses.replace(
-        config,
-        method=dataclasses.replace(config.method, method="uniform", mode="fostering", target=None,
-                                   interval=steps + 1, reference="initial_fraction",
-                                   prior={d: 1.0 for d in (config.data.domains or ("law", "medicine", "finance", "science", "code", "general"))}),
-        train=dataclasses.replace(config.train, max_steps=steps, checkpoint_every=0, eval_accuracy=False,
-                                  save_model=False, log_every=max(1, steps // 3)),
-    )
+    config = static_mixture(config, steps)
     results = {}
     with tempfile.TemporaryDirectory(prefix="versatune-bench-ray-") as tmp:
         started = time.perf_counter()
