@@ -226,12 +226,7 @@ def cmd_probe(args) -> int:
 
 
 def cmd_train(args) -> int:
-    overrides = _overrides(args)
-    config = load_config(args.preset, args.config or None, overrides)  # bad input fails before any run exists
-    _start_tracking(args)
-    if args.prior_file:  # "" from MLproject means "run the probe"
-        overrides["method.prior"] = _prior_from_file(args.prior_file)
-        config = load_config(args.preset, args.config or None, overrides)
+    config = _config_and_tracking(args)
     from .tracking import run_tags
 
     if config.distributed.num_workers:
@@ -254,6 +249,18 @@ def cmd_train(args) -> int:
     print(f"{summary['tokens_trained']} tokens in {summary['wall_seconds']:.1f} s; wrote {out / 'summary.json'}"
           + (f"; MLflow run {run_id}" if run_id else ""))
     return 0
+
+
+def _config_and_tracking(args):
+    """Validate the config before any run exists, set up tracking, then add the prior from
+    --prior-file (which may be a runs:/ URI, so it needs the tracking URI)."""
+    overrides = _overrides(args)
+    config = load_config(args.preset, args.config or None, overrides)
+    _start_tracking(args)
+    if args.prior_file:  # "" from MLproject means "run the probe"
+        overrides["method.prior"] = _prior_from_file(args.prior_file)
+        config = load_config(args.preset, args.config or None, overrides)
+    return config
 
 
 def _train_here(config, out: Path, run_id: Optional[str], resume: Optional[str]) -> dict:
@@ -366,12 +373,8 @@ def cmd_tune(args) -> int:
     from .tracking import configure_tracking, tracked_run
     from .tuning import log_sweep, run_sweep
 
-    overrides = _overrides(args)
-    config = load_config(args.preset, args.config or None, overrides)  # bad ranges fail before Ray starts
+    config = _config_and_tracking(args)  # bad ranges fail before Ray starts
     uri = configure_tracking(args.tracking_uri)
-    if args.prior_file:
-        overrides["method.prior"] = _prior_from_file(args.prior_file)
-        config = load_config(args.preset, args.config or None, overrides)
     model_name = args.model_name or f"versatune-{config.preset or 'custom'}"
     tags = {"versatune.step": "tune", "versatune.preset": config.preset or "custom", "versatune.searcher": config.tune.searcher}
     with tracked_run(experiment=args.experiment, run_name=args.run_name or f"tune-{config.tune.searcher}", tags=tags) as run_id:

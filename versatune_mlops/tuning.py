@@ -36,8 +36,7 @@ def param_space(config: RunConfig) -> dict[str, Any]:
 
     tc = config.tune
     if tc.searcher == "grid":
-        space = {name: tune.grid_search(sorted(set(np.linspace(*getattr(tc, name), tc.grid_points).round(6).tolist())))
-                 for name in TUNED}
+        space = {name: tune.grid_search(_grid_values(config, name)) for name in TUNED}
         space["interval"] = tune.grid_search(list(tc.interval))
         return space
     space = {name: (tune.uniform(*getattr(tc, name)) if getattr(tc, name)[0] < getattr(tc, name)[1]
@@ -212,8 +211,13 @@ def log_sweep(result: SweepResult, parent_run_id: str) -> None:
         log_metrics(parent_run_id, {f"best/{result.objective}": result.best.objective}, step=0)
 
 
-def grid_size(config: RunConfig) -> int:
+def _grid_values(config: RunConfig, name: str) -> list[float]:
+    """Evenly spaced values over a coefficient's range; a degenerate range gives one value."""
     tc = config.tune
-    sizes = [len(set(np.linspace(*getattr(tc, n), tc.grid_points).round(6).tolist())) for n in TUNED]
-    return int(np.prod(sizes)) * len(tc.interval)
+    return sorted(set(np.linspace(*getattr(tc, name), tc.grid_points).round(6).tolist()))
+
+
+def grid_size(config: RunConfig) -> int:
+    sizes = [len(_grid_values(config, n)) for n in TUNED]
+    return int(np.prod(sizes)) * len(config.tune.interval)
 
