@@ -36,6 +36,7 @@ DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
 PRIOR = np.array([0.05, 0.10, 0.03, 0.12, 0.50, 0.20])
 SIZES = np.array([1763, 945, 1024, 733, 412, 1081])
 ALL_METHODS = ["versatune", "versatune_constant", "uniform", "size_proportional", "inverse_probe", "doremi", "odm"]
+EXPANSION_BASELINES = ["target_only", "target_uniform"]  # expansion mode only: tested in test_bench.py
 
 
 def assert_simplex(w: np.ndarray) -> None:
@@ -327,7 +328,7 @@ def signals_for(k: int, seed: int = 0) -> DomainSignals:
 
 
 def test_registry_holds_exactly_the_documented_methods():
-    assert sorted(STRATEGIES) == sorted(ALL_METHODS)
+    assert sorted(STRATEGIES) == sorted(ALL_METHODS + EXPANSION_BASELINES)
     yaml = pytest.importorskip("yaml")  # noqa: F841  (config imports it)
     from versatune_mlops.config import METHODS
 

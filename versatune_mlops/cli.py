@@ -119,6 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--output-dir", default="outputs/tune")
     _tracking_args(tune)
 
+    methods = sub.add_parser("bench", help="every mixing method at the same budget over seeds: fostering and expansion tables")
+    methods.add_argument("--preset", help=f"experiment preset ({', '.join(available_presets())})")
+    methods.add_argument("--config", help="YAML config file (applied after the preset)")
+    methods.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.max_steps=60")
+    methods.add_argument("--max-steps", type=_optional_int, help="training steps of every run (the shared budget)")
+    methods.add_argument("--seeds", default="", help="comma-separated seeds (default 0,1,2; --quick: 0)")
+    methods.add_argument("--methods", default="", help="fostering methods, comma-separated (default: all); 'none' skips")
+    methods.add_argument("--expansion-methods", default="", help="expansion methods, comma-separated (default: all)")
+    methods.add_argument("--targets", default="", help="expansion targets, comma-separated, or 'all' "
+                         "(default: all domains; --quick: the first)")
+    methods.add_argument("--quick", action="store_true",
+                         help="smoke run: one seed, one target, at most 12 steps, 8 eval items per domain, no accuracy")
+    methods.add_argument("--output-dir", default="outputs/bench",
+                         help="results; rerunning with the same folder reuses finished runs (resume)")
+    _tracking_args(methods)
+
     bench = sub.add_parser("bench-loop", help="tokens/s of the training loop vs a bare torch loop, side by side")
     bench.add_argument("--preset", default="tiny")
     bench.add_argument("--config")
@@ -439,7 +455,60 @@ def cmd_bench_ray(args) -> int:
     return 0
 
 
-COMMANDS = {"probe": cmd_probe, "train": cmd_train, "register": cmd_register, "main": cmd_main, "tune": cmd_tune,
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def cmd_bench(args) -> int:
+    from .bench import EXPANSION_METHODS, FOSTERING_METHODS, BenchPlan, run_benchmark
+    from .bench_tables import render_markdown
+    from .data import load_domain_data
+
+    overrides = _overrides(args)
+    if args.quick:  # caps the preset's budget; explicit --set/--max-steps still win
+        preset = load_config(args.preset, args.config or None, overrides)
+        quick = {"train.max_steps": min(preset.train.max_steps, 12), "method.interval": min(preset.method.interval or 4, 4),
+                 "data.max_eval_per_domain": min(preset.data.max_eval_per_domain or 8, 8), "train.eval_accuracy": False}
+        overrides = {**quick, **overrides}
+    config = load_config(args.preset, args.config or None, overrides)
+    domains = config.data.domains or load_domain_data(config.data).domains
+    try:
+        seeds = [int(s) for s in _csv(args.seeds)] or ([0] if args.quick else [0, 1, 2])
+    except ValueError:
+        raise VersaTuneError(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. --seeds 0,1,2.") from None
+    fostering = [] if args.methods == "none" else (_csv(args.methods) or list(FOSTERING_METHODS))
+    targets = [] if args.targets == "none" else (
+        list(domains) if args.targets in ("", "all") and not args.quick else (_csv(args.targets) or [domains[0]]))
+    plan = BenchPlan(seeds=seeds, fostering_methods=fostering, targets=targets,
+                     expansion_methods=_csv(args.expansion_methods) or list(EXPANSION_METHODS))
+    from .bench import check_plan
+
+    check_plan(plan, domains)  # before any run exists
+    _start_tracking(args)
+    tags = {"versatune.step": "bench", "versatune.preset": config.preset or "custom"}
+    with _maybe_tracked(args, tags, "bench" + ("-quick" if args.quick else "")) as run_id:
+        context = {}
+        if run_id is not None:
+            import mlflow
+
+            from .tracking import bench_run_context, log_params
+
+            log_params(run_id, {"bench.seeds": seeds, "bench.methods": fostering, "bench.targets": targets,
+                                "bench.expansion_methods": plan.expansion_methods, "bench.quick": args.quick,
+                                **config.flat()})
+            context["run_context"] = bench_run_context(run_id, mlflow.get_run(run_id).info.experiment_id)
+        report = run_benchmark(config, plan, args.output_dir, **context)
+        markdown = render_markdown(report)
+        if run_id is not None:
+            from .tracking import log_bench_report
+
+            log_bench_report(run_id, report, markdown)
+    print(markdown)
+    print(f"Bench wall time {report['wall_seconds']:.0f} s; tables in {Path(args.output_dir) / 'report.md'}")
+    return 0
+
+
+COMMANDS = {"probe": cmd_probe, "train": cmd_train, "register": cmd_register, "main": cmd_main, "tune": cmd_tune, "bench": cmd_bench,
             "bench-loop": cmd_bench_loop, "bench-ray": cmd_bench_ray}
 
 

@@ -30,7 +30,12 @@ METHODS = (
     "inverse_probe",
     "doremi",
     "odm",
+    "target_only",
+    "target_uniform",
 )
+# Methods that only make sense when growing one target domain (the expansion baselines of §2.3).
+EXPANSION_METHODS = ("versatune", "target_only", "target_uniform")
+EXPANSION_ONLY_METHODS = ("target_only", "target_uniform")
 MODES = ("fostering", "expansion")
 REFERENCE_STRATEGIES = ("initial_fraction", "fixed", "specialist")
 ESTIMATORS = ("tfidf_logreg",)
@@ -153,6 +158,9 @@ class TrainConfig:
     keep_checkpoints: int = 1
     """How many of the newest checkpoints to keep (older ones are deleted after a new one is written)."""
     log_every: int = 5
+    eval_static_mixtures: bool = True
+    """Evaluate static mixtures at the re-weighting points too, for their loss curves. Dynamic
+    methods always evaluate there (their update needs it); false keeps static runs eval-free."""
     eval_accuracy: bool = True
     """Multiple-choice accuracy before and after training (costs one forward pass per option)."""
     save_model: bool = True
@@ -396,10 +404,12 @@ def validate(config: RunConfig) -> RunConfig:
 
     _check(mc.method in METHODS, f"Unknown method {mc.method!r}. Use one of: {', '.join(METHODS)}.")
     _check(mc.mode in MODES, f"Unknown mode {mc.mode!r}. Use 'fostering' or 'expansion'.")
+    _check(mc.mode == "expansion" or mc.method not in EXPANSION_ONLY_METHODS,
+           f"method={mc.method!r} is an expansion baseline; pass --mode expansion --target DOMAIN.")
     if mc.mode == "expansion":
-        _check(mc.method == "versatune",
-               f"Expansion mode is a VersaTune mode; method={mc.method!r} does not support it. "
-               f"Use --method versatune, or --mode fostering.")
+        _check(mc.method in EXPANSION_METHODS,
+               f"Expansion mode supports the methods {', '.join(EXPANSION_METHODS)}; method={mc.method!r} does not "
+               f"support it. Use one of those, or --mode fostering.")
         _check(mc.target is not None, "Expansion mode needs a target domain: pass --target DOMAIN.")
         if d.domains is not None:
             _check(mc.target in d.domains,

@@ -52,6 +52,23 @@ class RunInputs:
     loaded: LoadedModel
     train_encoded: dict[str, list[dict]]
     eval_encoded: dict[str, list[dict]]
+    base_eval: Optional["BaseEvaluation"] = None
+    """The base model's held-out loss and accuracy when already measured (the benchmark evaluates
+    the base model once and shares it across runs); None: measured at the start of the run."""
+
+
+@dataclass
+class BaseEvaluation:
+    eval_loss: dict[str, float]
+    accuracy: dict[str, float]
+
+
+def evaluate_base(config: RunConfig, inputs: RunInputs, parallel: Parallel = SINGLE_PROCESS) -> BaseEvaluation:
+    """Held-out loss and accuracy of the model as loaded, before any training."""
+    model, t = inputs.loaded.model, config.train
+    losses = domain_losses(model, inputs.eval_encoded, t.eval_batch_size, inputs.loaded.tokenizer.pad_token_id,
+                           config.model.bf16, parallel)
+    return BaseEvaluation(eval_loss=losses, accuracy=_accuracy(config, inputs, model))
 
 
 def prepare_inputs(config: RunConfig, data: Optional[DomainData] = None) -> RunInputs:
@@ -163,7 +180,7 @@ def train(
     n_domains = len(domains)
     train_model = _data_parallel(model, device) if parallel.world_size > 1 else model
     # Training time is the step loop's wall time minus evaluations and checkpoints.
-    eval_seconds, side_seconds = 0.0, 0.0
+    eval_seconds, side_seconds, midrun_eval_seconds = 0.0, 0.0, 0.0
     last_checkpoint: Optional[Path] = None
     model.train()
 
@@ -219,11 +236,14 @@ def train(
                 **{f"share/{d}": float(s) for d, s in zip(domains, share)},
             })
 
-        if state.step % interval == 0 and state.step < t.max_steps:
+        # A static mixture is evaluated here only for its loss curve, which train.eval_static_mixtures can skip.
+        if (state.step % interval == 0 and state.step < t.max_steps
+                and (strategy.dynamic or t.eval_static_mixtures)):
             eval_started = time.perf_counter()
             losses = domain_losses(model, inputs.eval_encoded, t.eval_batch_size, pad_id, config.model.bf16, parallel)
             eval_seconds += time.perf_counter() - eval_started
             side_seconds += time.perf_counter() - eval_started
+            midrun_eval_seconds += time.perf_counter() - eval_started
             eval_loss = np.array([losses[d] for d in domains])
             with np.errstate(invalid="ignore", divide="ignore"):
                 train_loss = np.array(state.train_loss_sum) / np.array(state.train_loss_tokens)
@@ -288,6 +308,7 @@ def train(
         "tokens_trained": state.tokens_trained,
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
+        "midrun_eval_seconds": midrun_eval_seconds,
         "wall_seconds": time.perf_counter() - started,
         "model_source": inputs.loaded.source,
         "model_dir": str(output_dir / "model") if t.save_model else None,
@@ -306,12 +327,10 @@ def _initial_state(config: RunConfig, inputs: RunInputs, output_dir: Path, sizes
     Every worker computes the same values: the probe and reference runs are seeded, the
     evaluation is summed over workers.
     """
-    domains, t = inputs.data.domains, config.train
-    model, tokenizer = inputs.loaded.model, inputs.loaded.tokenizer
+    domains = inputs.data.domains
     prior, probe_result = resolve_prior(config, inputs, output_dir, write=parallel.is_main)
-    losses = domain_losses(model, inputs.eval_encoded, t.eval_batch_size, tokenizer.pad_token_id, config.model.bf16,
-                           parallel)
-    accuracy = _accuracy(config, inputs, model)
+    base = inputs.base_eval or evaluate_base(config, inputs, parallel)
+    losses, accuracy = base.eval_loss, base.accuracy
     from .reference import reference_losses  # late import: reference runs call back into this module
 
     reference = reference_losses(config, inputs, losses)

@@ -345,6 +345,7 @@ class WeightingStrategy:
     needs_prior: ClassVar[bool] = False
     needs_sizes: ClassVar[bool] = False
     supports_expansion: ClassVar[bool] = False
+    expansion_only: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -386,6 +387,8 @@ class WeightingStrategy:
                 f"Expansion mode is a VersaTune mode; method={self.name!r} does not support it. "
                 f"Use method 'versatune', or mode 'fostering'."
             )
+        if mode != "expansion" and self.expansion_only:
+            raise ConfigError(f"Method {self.name!r} is an expansion baseline; use mode 'expansion' with a target.")
         self.mode = mode
         self.target_index: Optional[int] = None
         if mode == "expansion":
@@ -592,3 +595,37 @@ class OnlineDataMixing(WeightingStrategy):
             )
         self.cumulative_reward = reward
         self.step = int(state["step"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Expansion baselines (DESIGN.md §2.3): what VersaTune expansion is compared against.
+
+
+@register_strategy
+class TargetOnly(WeightingStrategy):
+    """100% target data: the specialist whose target gain expansion should keep."""
+
+    name = "target_only"
+    supports_expansion = True
+    expansion_only = True
+
+    def initial_weights(self) -> np.ndarray:
+        w = np.zeros(self._k)
+        w[self.target_index] = 1.0
+        return w
+
+
+@register_strategy
+class TargetUniform(WeightingStrategy):
+    """The target at ``target_initial_share`` (as VersaTune expansion starts), the rest uniform, never updated."""
+
+    name = "target_uniform"
+    supports_expansion = True
+    expansion_only = True
+
+    def initial_weights(self) -> np.ndarray:
+        if self._k == 1:
+            return np.ones(1)
+        w = np.full(self._k, (1.0 - self.target_initial_share) / (self._k - 1))
+        w[self.target_index] = self.target_initial_share
+        return w

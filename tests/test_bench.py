@@ -1,0 +1,165 @@
+"""`versatune bench`: the table arithmetic, the expansion baselines, the plan checks, and a quick run."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from versatune_mlops.bench import EXPANSION_METHODS, FOSTERING_METHODS, BenchPlan, check_plan
+from versatune_mlops.bench_tables import (RunRecord, estimate, expansion_table, fostering_table, overhead_ratio,
+                                          render_markdown)
+from versatune_mlops.config import load_config
+from versatune_mlops.errors import ConfigError
+from versatune_mlops.reweighting import build_strategy
+
+DOMAINS = ["law", "medicine", "finance"]
+
+
+def record(method, seed, after, *, mode="fostering", target=None, before=(2.0, 2.0, 2.0), seconds=10.0, midrun=0.0):
+    return RunRecord(mode=mode, method=method, seed=seed, domains=DOMAINS, target=target,
+                     loss_before=dict(zip(DOMAINS, before)), loss_after=dict(zip(DOMAINS, after)),
+                     accuracy_after={d: 0.25 for d in DOMAINS}, train_seconds=seconds, midrun_eval_seconds=midrun,
+                     weight_trajectory=[{"step": 0, "weights": {d: 1 / 3 for d in DOMAINS}}])
+
+
+def test_estimate_is_the_mean_with_a_student_t_interval():
+    one = estimate([1.5])
+    assert one.mean == 1.5 and one.half_width is None and one.n == 1
+    three = estimate([1.0, 2.0, 3.0])
+    # t(0.975, 2) = 4.3027, sd = 1, n = 3
+    assert three.mean == pytest.approx(2.0) and three.half_width == pytest.approx(4.3027 / math.sqrt(3), rel=1e-4)
+    assert estimate([float("nan")]).n == 0
+
+
+def test_fostering_gain_over_uniform_is_paired_by_seed():
+    records = [record("uniform", 0, (1.9, 1.9, 1.9)), record("uniform", 1, (1.8, 1.8, 1.8)),
+               record("versatune", 0, (1.8, 1.9, 1.9)), record("versatune", 1, (1.7, 1.8, 1.8))]
+    table = fostering_table(records)
+    rows = {r["method"]: r for r in table["rows"]}
+    assert rows["uniform"]["gain_over_uniform"]["mean"] == pytest.approx(0.0)
+    expected = [np.mean(np.exp(-np.array(v))) / np.exp(-u) - 1 for v, u in (((1.8, 1.9, 1.9), 1.9),
+                                                                              ((1.7, 1.8, 1.8), 1.8))]
+    assert rows["versatune"]["gain_over_uniform"]["mean"] == pytest.approx(np.mean(expected))
+    # mean loss reduction: uniform 0.1 / 0.2 per seed, versatune 0.1333 / 0.2333
+    assert rows["versatune"]["reduction_gain_over_uniform"]["mean"] == pytest.approx(
+        np.mean([(0.4 / 3) / 0.1 - 1, (0.7 / 3) / 0.2 - 1]))
+    assert rows["versatune"]["loss_change"]["law"]["mean"] == pytest.approx(-0.25)
+    assert rows["versatune"]["worst_loss"]["mean"] == pytest.approx(1.85)
+    markdown = render_markdown({"fostering": table})
+    assert "| versatune | 2 |" in markdown and "| uniform | 2 |" in markdown
+
+
+def test_expansion_kept_gain_and_degradation_reduction_are_relative_to_target_only():
+    # Target law: the specialist gains 0.4 on law and degrades the others by 0.3 in sum.
+    records = [record("target_only", 0, (1.6, 2.2, 2.1), mode="expansion", target="law"),
+               record("versatune", 0, (1.64, 2.05, 2.05), mode="expansion", target="law")]
+    rows = {r["method"]: r for r in expansion_table(records)["targets"][0]["rows"]}
+    assert rows["target_only"]["kept"]["mean"] == pytest.approx(1.0)
+    assert rows["versatune"]["target_gain"]["mean"] == pytest.approx(0.36)
+    assert rows["versatune"]["kept"]["mean"] == pytest.approx(0.9)
+    assert rows["versatune"]["non_target_change"]["mean"] == pytest.approx(0.1)
+    assert rows["versatune"]["degradation_reduction"]["mean"] == pytest.approx(1 - 0.1 / 0.3)
+
+
+def test_overhead_ratio_counts_the_dynamic_methods_evaluations():
+    records = [record("versatune", 0, (1.9,) * 3, seconds=100, midrun=8),
+               record("versatune_constant", 0, (1.9,) * 3, seconds=100)]
+    assert overhead_ratio(records)["ratio"] == pytest.approx(1.08)
+    assert overhead_ratio(records[:1]) is None
+
+
+def test_expansion_baselines_put_the_target_first():
+    only = build_strategy("target_only", DOMAINS, mode="expansion", target="medicine")
+    assert only.initial_weights().tolist() == [0.0, 1.0, 0.0]
+    mixed = build_strategy("target_uniform", DOMAINS, mode="expansion", target="medicine", target_initial_share=0.6)
+    assert mixed.initial_weights() == pytest.approx([0.2, 0.6, 0.2])
+    with pytest.raises(ConfigError, match="expansion baseline"):
+        build_strategy("target_only", DOMAINS)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"method.method": "target_only"}, "is an expansion baseline; pass --mode expansion --target DOMAIN"),
+    ({"method.method": "doremi", "method.mode": "expansion", "method.target": "law"}, "does not support it"),
+])
+def test_expansion_methods_are_validated(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config("tiny", overrides=overrides)
+
+
+@pytest.mark.parametrize("plan, fragment", [
+    (BenchPlan(seeds=[]), "non-empty list of distinct integers"),
+    (BenchPlan(seeds=[0, 0]), "non-empty list of distinct integers"),
+    (BenchPlan(fostering_methods=["magic"]), "Unknown fostering method 'magic'"),
+    (BenchPlan(expansion_methods=["doremi"]), "Unknown expansion method 'doremi'"),
+    (BenchPlan(targets=["poetry"]), "not domains of this data"),
+    (BenchPlan(fostering_methods=[], targets=[]), "Nothing to run"),
+])
+def test_bad_plans_fail_before_training(plan, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        check_plan(plan, DOMAINS)
+
+
+def test_cli_rejects_a_bad_target_before_any_run(tmp_path, monkeypatch, capsys):
+    from versatune_mlops.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["bench", "--preset", "tiny", "--quick", "--targets", "poetry", "--output-dir", str(tmp_path)]) == 2
+    assert "not domains of this data" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monkeypatch, capsys):
+    from versatune_mlops.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    out = tmp_path / "bench"
+    args = ["bench", "--preset", "tiny", "--quick", "--max-steps", "6", "--set", "method.interval=3",
+            "--experiment", "bench", "--output-dir", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+
+    assert [r["method"] for r in report["fostering"]["rows"]] == list(FOSTERING_METHODS)
+    domains = report["fostering"]["domains"]
+    assert len(domains) == 6
+    for row in report["fostering"]["rows"]:
+        assert row["seeds"] == [0] and set(row["loss_change"]) == set(domains)
+        assert all(math.isfinite(cell["mean"]) for cell in row["loss_change"].values())
+        assert math.isfinite(row["score"]["mean"]) and math.isfinite(row["gain_over_uniform"]["mean"])
+    (expansion,) = report["expansion"]["targets"]
+    assert expansion["target"] == domains[0]
+    assert [r["method"] for r in expansion["rows"]] == list(EXPANSION_METHODS)
+    assert report["overhead"]["ratio"] > 0
+    assert "| versatune |" in printed and "Expansion, target = law" in printed
+
+    # Only the dynamic methods evaluate mid-run; the static mixtures skip it.
+    runs = {(r["mode"], r["method"]): r for r in report["runs"]}
+    assert runs[("fostering", "versatune")]["midrun_eval_seconds"] > 0
+    assert runs[("fostering", "uniform")]["midrun_eval_seconds"] == 0
+    assert len(runs[("fostering", "versatune")]["weight_trajectory"]) > 1
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("bench").experiment_id
+    parents = client.search_runs([experiment], filter_string="tags.`versatune.step` = 'bench'")
+    (parent,) = [r for r in parents if "mlflow.parentRunId" not in r.data.tags]
+    children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == len(FOSTERING_METHODS) + len(EXPANSION_METHODS)
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert all("score/multi_domain" in c.data.metrics for c in children)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "bench")}
+    assert {"bench/report.json", "bench/report.md", "bench/figures"} <= artifacts
+    assert parent.data.metrics["bench/gain_over_uniform/uniform"] == pytest.approx(0.0)
+
+    # A rerun into the same folder reuses every finished run: same numbers, children tagged reused.
+    (out / "runs" / "fostering-odm-seed0" / "summary.json").unlink()  # this one is trained again
+    assert main(args) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert again["fostering"] == report["fostering"]
+    second = [r for r in client.search_runs([experiment]) if "mlflow.parentRunId" not in r.data.tags
+              and r.info.run_id != parent.info.run_id]
+    children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{second[0].info.run_id}'")
+    reused = [c for c in children if c.data.tags.get("versatune.reused") == "true"]
+    assert len(children) == 10 and len(reused) == 9

@@ -1,0 +1,253 @@
+"""The benchmark's arithmetic: per-method tables over seeds, confidence intervals, markdown.
+
+Pure functions over plain records (numpy + scipy only), so the tables are unit-tested without
+training anything. A record is one finished run: its mode, method, target, seed, the base model's
+and the trained model's per-domain held-out loss and accuracy, its timings and weight trajectory.
+
+Definitions (DESIGN.md §2.5, §6):
+
+- per-domain score = exp(−held-out loss) (the per-token likelihood); the run's score is the mean over
+  domains (``score/multi_domain``);
+- relative gain over uniform = score(method) / score(uniform) − 1, paired by seed, in %;
+- loss-reduction gain over uniform = Δ̄(method) / Δ̄(uniform) − 1 where Δ̄ is the mean per-domain
+  loss reduction vs the base model: the same comparison on a scale where the base model is 0;
+- expansion: target gain = loss reduction on the target; non-target change = Σ over the other
+  domains of (loss after − loss before) (> 0 is degradation); kept = target gain / the 100%-target
+  run's target gain; degradation reduction = 1 − change / the 100%-target run's change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+FOSTERING_BASELINE = "uniform"
+SPECIALIST = "target_only"
+
+
+@dataclass
+class RunRecord:
+    mode: str
+    method: str
+    seed: int
+    domains: list[str]
+    loss_before: dict[str, float]
+    loss_after: dict[str, float]
+    accuracy_before: dict[str, float] = field(default_factory=dict)
+    accuracy_after: dict[str, float] = field(default_factory=dict)
+    target: Optional[str] = None
+    train_seconds: float = 0.0
+    midrun_eval_seconds: float = 0.0
+    weight_trajectory: list[dict] = field(default_factory=list)
+    run_id: Optional[str] = None
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any], run_id: Optional[str] = None) -> "RunRecord":
+        return cls(mode=summary["mode"], method=summary["method"], seed=int(summary["config"]["train"]["seed"]),
+                   domains=list(summary["domains"]), loss_before=dict(summary["eval_loss_before"]),
+                   loss_after=dict(summary["eval_loss_after"]), accuracy_before=dict(summary["accuracy_before"]),
+                   accuracy_after=dict(summary["accuracy_after"]), target=summary.get("target"),
+                   train_seconds=float(summary["train_seconds"]),
+                   midrun_eval_seconds=float(summary.get("midrun_eval_seconds", 0.0)),
+                   weight_trajectory=list(summary["weight_trajectory"]), run_id=run_id)
+
+    def score(self) -> float:
+        return float(np.mean([math.exp(-self.loss_after[d]) for d in self.domains]))
+
+    def base_score(self) -> float:
+        return float(np.mean([math.exp(-self.loss_before[d]) for d in self.domains]))
+
+    def change(self, domain: str) -> float:
+        """Held-out loss after − before (negative: the domain improved)."""
+        return self.loss_after[domain] - self.loss_before[domain]
+
+    def mean_reduction(self) -> float:
+        return -float(np.mean([self.change(d) for d in self.domains]))
+
+
+@dataclass
+class Estimate:
+    """Mean over seeds with a two-sided 95% Student-t interval (half-width None with one seed)."""
+
+    mean: float
+    half_width: Optional[float]
+    n: int
+
+    @property
+    def low(self) -> float:
+        return self.mean - (self.half_width or 0.0)
+
+    @property
+    def high(self) -> float:
+        return self.mean + (self.half_width or 0.0)
+
+    def format(self, digits: int = 4, scale: float = 1.0, suffix: str = "") -> str:
+        if not math.isfinite(self.mean):
+            return "n/a"
+        text = f"{self.mean * scale:+.{digits}f}" if suffix == "%" else f"{self.mean * scale:.{digits}f}"
+        if self.half_width is not None and math.isfinite(self.half_width):
+            text += f" ± {self.half_width * scale:.{digits}f}"
+        return text + suffix
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "ci95": self.half_width, "n": self.n}
+
+
+def estimate(values: Sequence[float]) -> Estimate:
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if a.size == 0:
+        return Estimate(float("nan"), None, 0)
+    if a.size == 1:
+        return Estimate(float(a[0]), None, 1)
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+    return Estimate(float(a.mean()), half, int(a.size))
+
+
+def _by_method(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
+    grouped: dict[str, list[RunRecord]] = {}
+    for r in records:
+        grouped.setdefault(r.method, []).append(r)
+    return grouped
+
+
+def _paired(records: Sequence[RunRecord], baseline: Sequence[RunRecord], value) -> list[float]:
+    """value(run, baseline run of the same seed) for every seed both have."""
+    base = {r.seed: r for r in baseline}
+    return [value(r, base[r.seed]) for r in records if r.seed in base]
+
+
+def _ratio_minus_one(a: float, b: float) -> float:
+    return a / b - 1.0 if b != 0 else float("nan")
+
+
+def fostering_table(records: Sequence[RunRecord]) -> dict[str, Any]:
+    """One row per method: per-domain loss change and accuracy, mean/worst loss, score, gains over uniform."""
+    records = [r for r in records if r.mode == "fostering"]
+    if not records:
+        return {"domains": [], "rows": []}
+    domains = records[0].domains
+    grouped = _by_method(records)
+    uniform = grouped.get(FOSTERING_BASELINE, [])
+    rows = []
+    for method, runs in grouped.items():
+        rows.append({
+            "method": method,
+            "seeds": sorted(r.seed for r in runs),
+            "loss_change": {d: estimate([r.change(d) for r in runs]).to_json() for d in domains},
+            "accuracy": {d: estimate([r.accuracy_after.get(d, float("nan")) for r in runs]).to_json() for d in domains},
+            "mean_loss": estimate([float(np.mean([r.loss_after[d] for d in domains])) for r in runs]).to_json(),
+            "worst_loss": estimate([max(r.loss_after[d] for d in domains) for r in runs]).to_json(),
+            "score": estimate([r.score() for r in runs]).to_json(),
+            "mean_accuracy": estimate([float(np.mean([r.accuracy_after[d] for d in domains])) if r.accuracy_after
+                                       else float("nan") for r in runs]).to_json(),
+            "gain_over_uniform": estimate(_paired(runs, uniform, lambda r, u: _ratio_minus_one(r.score(), u.score())))
+            .to_json(),
+            "reduction_gain_over_uniform": estimate(_paired(
+                runs, uniform, lambda r, u: _ratio_minus_one(r.mean_reduction(), u.mean_reduction()))).to_json(),
+        })
+    base = records[0]
+    return {"domains": domains, "rows": rows,
+            "base": {"loss": base.loss_before, "accuracy": base.accuracy_before, "score": base.base_score()}}
+
+
+def expansion_table(records: Sequence[RunRecord]) -> dict[str, Any]:
+    """Per target: target gain, non-target change, share of the specialist's gain kept, degradation cut."""
+    records = [r for r in records if r.mode == "expansion"]
+    targets: dict[str, list[RunRecord]] = {}
+    for r in records:
+        targets.setdefault(r.target, []).append(r)
+    out = []
+    for target, runs in targets.items():
+        others = [d for d in runs[0].domains if d != target]
+        grouped = _by_method(runs)
+        specialist = grouped.get(SPECIALIST, [])
+
+        def gain(r: RunRecord) -> float:
+            return -r.change(target)
+
+        def non_target(r: RunRecord) -> float:
+            return float(sum(r.change(d) for d in others))
+
+        rows = []
+        for method, method_runs in grouped.items():
+            rows.append({
+                "method": method,
+                "seeds": sorted(r.seed for r in method_runs),
+                "target_gain": estimate([gain(r) for r in method_runs]).to_json(),
+                "non_target_change": estimate([non_target(r) for r in method_runs]).to_json(),
+                "kept": estimate(_paired(method_runs, specialist,
+                                         lambda r, s: gain(r) / gain(s) if gain(s) > 0 else float("nan"))).to_json(),
+                "degradation_reduction": estimate(_paired(
+                    method_runs, specialist,
+                    lambda r, s: 1.0 - non_target(r) / non_target(s) if non_target(s) > 0 else float("nan"))).to_json(),
+            })
+        out.append({"target": target, "rows": rows})
+    return {"targets": out}
+
+
+def overhead_ratio(records: Sequence[RunRecord], dynamic: str = "versatune",
+                   static: str = "versatune_constant") -> Optional[dict[str, float]]:
+    """Wall time of the dynamic method's steps and its re-weighting evaluations over the static
+    mixture's steps at the same step count (means over seeds)."""
+    runs = _by_method([r for r in records if r.mode == "fostering"])
+    if dynamic not in runs or static not in runs:
+        return None
+    dyn = float(np.mean([r.train_seconds + r.midrun_eval_seconds for r in runs[dynamic]]))
+    sta = float(np.mean([r.train_seconds + r.midrun_eval_seconds for r in runs[static]]))
+    return {"dynamic_seconds": dyn, "static_seconds": sta, "ratio": dyn / sta if sta > 0 else float("nan")}
+
+
+def _est(cell: Mapping[str, Any]) -> Estimate:
+    return Estimate(cell["mean"], cell["ci95"], cell["n"])
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """The tables of BENCHMARKS.md from a report (fostering, expansion, overhead)."""
+    lines: list[str] = []
+    fostering = report.get("fostering") or {}
+    if fostering.get("rows"):
+        domains = fostering["domains"]
+        lines += ["### Fostering: held-out loss change vs the base model (negative = better), mean ± 95% CI", "",
+                  "| method | seeds | " + " | ".join(domains) + " | mean loss | worst loss | score | gain vs uniform |"
+                  " loss-reduction gain vs uniform |",
+                  "|---" * (len(domains) + 7) + "|"]
+        for row in fostering["rows"]:
+            cells = [_est(row["loss_change"][d]).format(4) for d in domains]
+            lines.append(f"| {row['method']} | {len(row['seeds'])} | " + " | ".join(cells)
+                         + f" | {_est(row['mean_loss']).format(4)} | {_est(row['worst_loss']).format(4)}"
+                         f" | {_est(row['score']).format(5)} | {_est(row['gain_over_uniform']).format(2, 100, '%')}"
+                         f" | {_est(row['reduction_gain_over_uniform']).format(1, 100, '%')} |")
+        base = fostering["base"]
+        lines += ["", f"Base model: score {base['score']:.5f}; loss "
+                  + ", ".join(f"{d} {base['loss'][d]:.4f}" for d in domains), ""]
+        if base.get("accuracy"):
+            lines += ["### Fostering: multiple-choice accuracy after training (secondary: near chance at this scale)",
+                      "", "| method | " + " | ".join(domains) + " | mean |", "|---" * (len(domains) + 2) + "|"]
+        for row in fostering["rows"] if base.get("accuracy") else []:
+            lines.append(f"| {row['method']} | " + " | ".join(_est(row["accuracy"][d]).format(3) for d in domains)
+                         + f" | {_est(row['mean_accuracy']).format(3)} |")
+        if base.get("accuracy"):
+            lines.append("| (base model) | " + " | ".join(f"{base['accuracy'][d]:.3f}" for d in domains)
+                         + f" | {float(np.mean(list(base['accuracy'].values()))):.3f} |")
+        lines.append("")
+    for block in (report.get("expansion") or {}).get("targets", []):
+        lines += [f"### Expansion, target = {block['target']} (loss changes vs the base model)", "",
+                  "| method | seeds | target gain (loss reduction) | non-target change (sum, > 0 = degradation) |"
+                  " target gain kept vs 100% target | non-target degradation reduction |",
+                  "|---|---|---|---|---|---|"]
+        for row in block["rows"]:
+            lines.append(f"| {row['method']} | {len(row['seeds'])} | {_est(row['target_gain']).format(4)}"
+                         f" | {_est(row['non_target_change']).format(4)} | {_est(row['kept']).format(1, 100, '%')}"
+                         f" | {_est(row['degradation_reduction']).format(1, 100, '%')} |")
+        lines.append("")
+    overhead = report.get("overhead")
+    if overhead:
+        lines += [f"Overhead of dynamic re-weighting (its evaluations included): versatune "
+                  f"{overhead['dynamic_seconds']:.1f} s vs versatune_constant {overhead['static_seconds']:.1f} s of "
+                  f"steps at the same step count: ratio {overhead['ratio']:.3f}.", ""]
+    return "\n".join(lines)
