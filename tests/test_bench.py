@@ -117,7 +117,7 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     out = tmp_path / "bench"
     args = ["bench", "--preset", "tiny", "--quick", "--max-steps", "6", "--set", "method.interval=3",
-            "--experiment", "bench", "--output-dir", str(out)]
+            "--set", "train.eval_accuracy=true", "--experiment", "bench", "--output-dir", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
@@ -129,11 +129,12 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
         assert row["seeds"] == [0] and set(row["loss_change"]) == set(domains)
         assert all(math.isfinite(cell["mean"]) for cell in row["loss_change"].values())
         assert math.isfinite(row["score"]["mean"]) and math.isfinite(row["gain_over_uniform"]["mean"])
+        assert all(0 <= cell["mean"] <= 1 for cell in row["accuracy"].values())
     (expansion,) = report["expansion"]["targets"]
     assert expansion["target"] == domains[0]
     assert [r["method"] for r in expansion["rows"]] == list(EXPANSION_METHODS)
     assert report["overhead"]["ratio"] > 0
-    assert "| versatune |" in printed and "Expansion, target = law" in printed
+    assert "| versatune |" in printed and "Expansion, target = law" in printed and "accuracy after training" in printed
 
     # Only the dynamic methods evaluate mid-run; the static mixtures skip it.
     runs = {(r["mode"], r["method"]): r for r in report["runs"]}

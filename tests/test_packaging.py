@@ -23,8 +23,21 @@ def test_conda_env_pins_match_requirements():
 def test_mlproject_entry_points_call_the_cli():
     project = yaml.safe_load((ROOT / "MLproject").read_text())
     assert project["conda_env"] == "conda.yaml"
-    for name in ("probe", "train"):
+    for name in ("probe", "train", "tune", "register", "main", "bench"):
         assert project["entry_points"][name]["command"].startswith(f"versatune {name} ")
+
+
+def test_every_mlproject_command_parses_with_its_default_parameters():
+    import shlex
+
+    from versatune_mlops.cli import build_parser
+
+    project = yaml.safe_load((ROOT / "MLproject").read_text())
+    for name, entry in project["entry_points"].items():
+        defaults = {k: str(v["default"]) for k, v in entry["parameters"].items()}
+        argv = shlex.split(entry["command"].format(**{k: shlex.quote(v) for k, v in defaults.items()}))
+        args = build_parser().parse_args(argv[1:])  # exits (SystemExit) on an option the CLI lacks
+        assert args.command == name
 
 
 def test_ci_runs_the_readme_test_command():

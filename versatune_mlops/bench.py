@@ -86,8 +86,9 @@ def plan_runs(config: RunConfig, plan: BenchPlan, prior: dict[str, float]) -> li
     runs = []
     cases = [("fostering", None, m) for m in plan.fostering_methods]
     cases += [("expansion", t, m) for t in plan.targets for m in plan.expansion_methods]
-    for mode, target, method in cases:
-        for seed in plan.seeds:
+    # Seed-major: a benchmark stopped part-way has every method on its first seeds.
+    for seed in plan.seeds:
+        for mode, target, method in cases:
             tree = copy.deepcopy(base)
             tree["method"].update(method=method, mode=mode, target=target)
             tree["train"]["seed"] = seed
@@ -101,8 +102,12 @@ def _no_tracking(run_config: RunConfig, name: str, reused: Optional[dict]) -> Co
 
 
 def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
-                  run_context: RunContext = _no_tracking) -> dict[str, Any]:
-    """Run (or reuse) every planned run and return the report (also written as report.json/.md)."""
+                  run_context: RunContext = _no_tracking, report_only: bool = False) -> dict[str, Any]:
+    """Run (or reuse) every planned run and return the report (also written as report.json/.md).
+
+    ``report_only`` trains nothing: the report covers the runs already finished in ``output_dir``
+    (for reading a long benchmark while it runs, or after it was stopped) and lists the missing ones.
+    """
     from .data import load_domain_data
     from .loop import BaseEvaluation, evaluate_base, prepare_inputs, train
     from .probe import run_probe
@@ -114,6 +119,9 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
     check_plan(plan, data.domains)
 
     shared = _load_shared(output_dir, config)
+    if shared is None and report_only:
+        raise ConfigError(f"{output_dir} holds no benchmark of this config to report on. Check --output-dir and "
+                          f"that the preset and --set values match the benchmark's.")
     if shared is None:
         log.info("Bench: probing and evaluating the base model once for every run")
         inputs = prepare_inputs(config, data)
@@ -127,9 +135,13 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
 
     runs = plan_runs(config, plan, shared["prior"])
     records: list[RunRecord] = []
+    missing: list[str] = []
     for index, run in enumerate(runs, 1):
         folder = output_dir / "runs" / run.name
         reused = _reusable_summary(folder, run.config)
+        if reused is None and report_only:
+            missing.append(run.name)
+            continue
         log.info("Bench run %d/%d: %s%s", index, len(runs), run.name, " (reused)" if reused else "")
         with run_context(run.config, run.name, reused) as hooks:
             if reused is None:
@@ -142,6 +154,7 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
 
     report = build_report(records, shared["prior"], plan, config)
     report["wall_seconds"] = time.perf_counter() - started
+    report["missing_runs"] = missing
     write_json_atomic(output_dir / "report.json", report)
     (output_dir / "report.md").write_text(render_markdown(report))
     return report

@@ -127,10 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--seeds", default="", help="comma-separated seeds (default 0,1,2; --quick: 0)")
     methods.add_argument("--methods", default="", help="fostering methods, comma-separated (default: all); 'none' skips")
     methods.add_argument("--expansion-methods", default="", help="expansion methods, comma-separated (default: all)")
-    methods.add_argument("--targets", default="", help="expansion targets, comma-separated, or 'all' "
+    methods.add_argument("--targets", default="", help="expansion targets, comma-separated, 'all' or 'none' "
                          "(default: all domains; --quick: the first)")
-    methods.add_argument("--quick", action="store_true",
+    methods.add_argument("--quick", nargs="?", const="true", default="false", choices=("true", "false"),
                          help="smoke run: one seed, one target, at most 12 steps, 8 eval items per domain, no accuracy")
+    methods.add_argument("--report-only", action="store_true",
+                         help="train nothing: tables from the runs already finished in --output-dir")
     methods.add_argument("--output-dir", default="outputs/bench",
                          help="results; rerunning with the same folder reuses finished runs (resume)")
     _tracking_args(methods)
@@ -464,6 +466,7 @@ def cmd_bench(args) -> int:
     from .bench_tables import render_markdown
     from .data import load_domain_data
 
+    args.quick = args.quick == "true"
     overrides = _overrides(args)
     if args.quick:  # caps the preset's budget; explicit --set/--max-steps still win
         preset = load_config(args.preset, args.config or None, overrides)
@@ -497,13 +500,15 @@ def cmd_bench(args) -> int:
                                 "bench.expansion_methods": plan.expansion_methods, "bench.quick": args.quick,
                                 **config.flat()})
             context["run_context"] = bench_run_context(run_id, mlflow.get_run(run_id).info.experiment_id)
-        report = run_benchmark(config, plan, args.output_dir, **context)
+        report = run_benchmark(config, plan, args.output_dir, report_only=args.report_only, **context)
         markdown = render_markdown(report)
         if run_id is not None:
             from .tracking import log_bench_report
 
             log_bench_report(run_id, report, markdown)
     print(markdown)
+    if report["missing_runs"]:
+        print(f"Not finished yet ({len(report['missing_runs'])}): {', '.join(report['missing_runs'])}")
     print(f"Bench wall time {report['wall_seconds']:.0f} s; tables in {Path(args.output_dir) / 'report.md'}")
     return 0
 
