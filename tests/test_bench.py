@@ -164,3 +164,22 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
     children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{second[0].info.run_id}'")
     reused = [c for c in children if c.data.tags.get("versatune.reused") == "true"]
     assert len(children) == 10 and len(reused) == 9
+
+
+def test_plan_shares_everything_but_the_mixture_and_runs_seed_major():
+    from versatune_mlops.bench import plan_runs
+
+    config = load_config("tiny")
+    prior = {d: 1 / 6 for d in ["law", "medicine", "finance", "science", "code", "general"]}
+    runs = plan_runs(config, BenchPlan(seeds=[0, 1], fostering_methods=["uniform", "versatune"],
+                                       expansion_methods=["target_only"], targets=["code"]), prior)
+    assert [r.name for r in runs] == ["fostering-uniform-seed0", "fostering-versatune-seed0",
+                                      "expansion-code-target_only-seed0", "fostering-uniform-seed1",
+                                      "fostering-versatune-seed1", "expansion-code-target_only-seed1"]
+    for run in runs:
+        c = run.config
+        assert c.method.prior == prior and not c.train.save_model and not c.train.eval_static_mixtures
+        assert (c.train.max_steps, c.train.learning_rate, c.method.interval) == (
+            config.train.max_steps, config.train.learning_rate, config.method.interval)
+    assert runs[2].config.method.mode == "expansion" and runs[2].config.method.target == "code"
+    assert runs[3].config.train.seed == 1
