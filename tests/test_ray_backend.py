@@ -63,13 +63,18 @@ def test_bad_backend_config_fails_before_any_run_exists(backend_config, fragment
     assert MlflowClient().search_runs([experiment_id]) == [], "nothing was created, so nothing is left RUNNING"
 
 
-def test_cli_with_a_missing_backend_config_file_creates_no_run(tmp_path):
+@pytest.mark.parametrize("content", [None, '{"address": '])
+def test_cli_with_a_missing_or_unparsable_config_file_creates_no_run(content, tmp_path):
+    """MLflow itself reads the --backend-config file; it fails naming the file, before the backend runs."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = tmp_path / "ray-config.json"
+    if content is not None:
+        config.write_text(content)
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
     result = subprocess.run([str(BIN / "mlflow"), "run", str(ROOT), "-e", "train", "--backend", "ray",
-                             "--backend-config", str(tmp_path / "missing.json"), "--experiment-name", "no-file"],
+                             "--backend-config", str(config), "--experiment-name", "no-file"],
                             env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and "missing.json" in result.stderr
+    assert result.returncode != 0 and "ray-config.json" in result.stderr
     experiment = MlflowClient(uri).get_experiment_by_name("no-file")
     assert experiment is None or MlflowClient(uri).search_runs([experiment.experiment_id]) == []
 
@@ -91,7 +96,7 @@ def _stop_session(process: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
+        process.wait(timeout=5)
     for pid in psutil.pids():
         with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
             if pid != os.getpid() and os.getsid(pid) == process.pid:
@@ -167,6 +172,15 @@ def test_failed_job_marks_the_run_failed_with_its_last_log_lines(ray_head, tmp_p
     assert run.data.tags["versatune.ray_job_status"] == "FAILED"
     assert "train.max_steps=0 must be an integer >= 1" in run.data.tags["versatune.ray_job_error"]
     assert "ray_job/job.log" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "ray_job")}
+
+
+@pytest.mark.slow
+def test_a_job_the_cluster_refuses_leaves_the_run_failed_not_running(ray_head, tmp_path, monkeypatch):
+    _, experiment_id = _store(tmp_path, monkeypatch, "refused")
+    with pytest.raises(ExecutionException, match="Submitting the Ray job to http://127.0.0.1:.* failed"):
+        _submit(experiment_id, {"address": ray_head, "runtime_env": {"pip": 5}})
+    (run,) = MlflowClient().search_runs([experiment_id])
+    assert run.info.status == "FAILED" and "Submitting the Ray job" in run.data.tags["versatune.ray_job_error"]
 
 
 @pytest.mark.slow
