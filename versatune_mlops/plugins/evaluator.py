@@ -24,11 +24,14 @@ import math
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 
 from ..errors import ConfigError, DataError, ModelError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +274,7 @@ def _answer(value: Any, n_choices: int, where: str) -> int:
     return int(index)
 
 
-def evaluation_frame(data) -> "Any":
+def evaluation_frame(data) -> "pd.DataFrame":
     """The held-out split of a :class:`~versatune_mlops.data.DomainData` as evaluator rows: one row per
     loss example (prompt, response) and one per multiple-choice item (prompt, choices as JSON, answer)."""
     import pandas as pd
@@ -304,12 +307,12 @@ def evaluate_causal_lm(model, tokenizer, examples, mc_items, max_length: int, ba
     from ..evaluation import domain_accuracy, domain_losses, domain_metrics, domain_score
     from ..formatting import encode_split
 
-    losses = domain_losses(model, encode_split(tokenizer, examples, max_length, "eval"), batch_size,
-                           tokenizer.pad_token_id, bf16) if examples else {}
-    accuracy = domain_accuracy(model, tokenizer, mc_items, max_length, batch_size, bf16) if mc_items else {}
-    if not losses:
+    if not examples:
         raise DataError("No evaluation row has a response, so there is no held-out loss to report. "
                         "Add prompt/response rows per domain.")
+    losses = domain_losses(model, encode_split(tokenizer, examples, max_length, "eval"), batch_size,
+                           tokenizer.pad_token_id, bf16)
+    accuracy = domain_accuracy(model, tokenizer, mc_items, max_length, batch_size, bf16) if mc_items else {}
     metrics = domain_metrics(losses, accuracy)
     table = [{"domain": d, "eval_loss": losses.get(d), "score": domain_score(losses[d]) if d in losses else None,
               "accuracy": accuracy.get(d), "loss_examples": len(examples.get(d, [])),

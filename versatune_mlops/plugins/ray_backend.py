@@ -247,7 +247,7 @@ class RaySubmittedRun(SubmittedRun):
         """Stream the job's log until it ends; True when it succeeded. The run ends with the job's status."""
         while True:
             status = self.client.get_job_status(self.job_id)
-            self._stream(self.client.get_job_logs(self.job_id))
+            self._stream(self.client.get_job_logs(self.job_id), final=status.is_terminal())
             if status.is_terminal():
                 break
             time.sleep(self.poll_seconds)
@@ -262,9 +262,10 @@ class RaySubmittedRun(SubmittedRun):
             time.sleep(self.poll_seconds)
         self._finish(str(self.client.get_job_status(self.job_id)))
 
-    def _stream(self, logs: str) -> None:
+    def _stream(self, logs: str, final: bool = False) -> None:
         new = logs[self._streamed:]
-        complete = new[: new.rfind("\n") + 1]  # hold back a partial last line until it is complete
+        # Hold back a partial last line until it is complete (or the job has ended).
+        complete = new if final else new[: new.rfind("\n") + 1]
         for line in complete.splitlines():
             job_log.info("%s", line)
         self._streamed += len(complete)
