@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
+from . import run_context
 from .config import METHODS, MODES, available_presets, load_config
 from .errors import VersaTuneError
 
@@ -209,6 +210,12 @@ def _maybe_tracked(args, tags: dict[str, str], default_name: str):
         yield run_id
 
 
+def _enter_run_context(args, values: dict[str, str]) -> None:
+    """Mark this process (and every process it starts) as inside a VersaTune run until the command
+    ends, so MLflow's run-context provider tags any run started here (versatune_mlops.plugins.context)."""
+    args.exit_stack.enter_context(run_context.active(values))
+
+
 def _start_tracking(args) -> None:
     if args.tracking:
         from .tracking import configure_tracking
@@ -222,6 +229,7 @@ def cmd_probe(args) -> int:
     from .probe import run_probe
 
     config = load_config(args.preset, args.config or None, _overrides(args))
+    _enter_run_context(args, run_context.describe(config))
     _start_tracking(args)
     tags = {"versatune.step": "probe", "versatune.preset": config.preset or "custom", "versatune.model": config.model.name}
     with _maybe_tracked(args, tags, "probe") as run_id:
@@ -274,6 +282,7 @@ def _config_and_tracking(args):
     --prior-file (which may be a runs:/ URI, so it needs the tracking URI)."""
     overrides = _overrides(args)
     config = load_config(args.preset, args.config or None, overrides)
+    _enter_run_context(args, run_context.describe(config))
     _start_tracking(args)
     if args.prior_file:  # "" from MLproject means "run the probe"
         overrides["method.prior"] = _prior_from_file(args.prior_file)
@@ -358,7 +367,8 @@ def cmd_main(args) -> int:
     from .tracking import configure_tracking, tracked_run
     from .workflow import run_main
 
-    load_config(args.preset, args.config or None, {})  # a missing preset fails before anything starts
+    config = load_config(args.preset, args.config or None, {})  # a missing preset fails before anything starts
+    _enter_run_context(args, run_context.describe(config) | {"method": args.method, "mode": args.mode})
     uri = configure_tracking(args.tracking_uri)
     model_name = args.model_name or f"versatune-{args.preset}"
     with tracked_run(experiment=args.experiment, run_name=args.run_name or f"main-{args.preset}",
@@ -524,7 +534,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
-        return COMMANDS[args.command](args)
+        with contextlib.ExitStack() as args.exit_stack:
+            return COMMANDS[args.command](args)
     except VersaTuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         _tag_inherited_run(f"{type(exc).__name__}: {exc}")

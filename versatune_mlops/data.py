@@ -265,7 +265,7 @@ def _load_user_data(config: DataConfig) -> DomainData:
     if not rows:
         raise DataError(f"{name} has no rows. Point data.source at a dataset with examples.")
     columns = _columns(rows)
-    examples = [_to_example(record, where, config, name, columns) for record, where in rows]
+    examples = [to_example(record, where, config, name, columns) for record, where in rows]
 
     present: list[str] = []  # in order of first appearance
     by_domain: dict[str, list[SFTExample]] = {}
@@ -317,7 +317,7 @@ def _columns(rows: Sequence[Row]) -> list[str]:
     return list(seen)
 
 
-def _to_example(record: dict[str, Any], where: str, config: DataConfig, name: str, columns: list[str]) -> SFTExample:
+def to_example(record: dict[str, Any], where: str, config: DataConfig, name: str, columns: list[str]) -> SFTExample:
     def field(column: str, config_key: str) -> Any:
         if column not in columns:
             raise DataError(

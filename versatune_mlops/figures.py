@@ -38,11 +38,18 @@ def eval_loss_figure(records: Sequence[Mapping], before: Mapping[str, float], af
 
 
 def distribution_figure(distribution: Mapping[str, float], path: Path, title: str = "Probe: knowledge distribution") -> Path:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(list(distribution), list(distribution.values()), color="tab:blue")
-    ax.set(ylabel="probability", title=title)
-    for i, value in enumerate(distribution.values()):
-        ax.text(i, value, f"{value:.2f}", ha="center", va="bottom", fontsize=8)
+    return domain_bars_figure({"probability": distribution}, path, title)
+
+
+def domain_bars_figure(panels: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
+    """One bar per domain, value on top; one panel per mapping (e.g. loss and accuracy side by side)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.5), squeeze=False)
+    for ax, (ylabel, values) in zip(axes[0], panels.items()):
+        ax.bar(list(values), list(values.values()), color="tab:blue")
+        ax.set(ylabel=ylabel)
+        for i, value in enumerate(values.values()):
+            ax.text(i, value, f"{value:.2f}", ha="center", va="bottom", fontsize=8)
+    fig.suptitle(title)
     return _save(fig, path)
 
 

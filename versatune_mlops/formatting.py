@@ -7,12 +7,15 @@ final EOS carry their own id as label (the model shifts labels itself).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import logging
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from .data import SFTExample
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, DataError, ModelError
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 
@@ -72,6 +75,26 @@ def encode_choice(tokenizer: Any, messages: Messages, choice: str, max_length: i
 def has_labels(encoded: dict[str, list[int]]) -> bool:
     """False when truncation cut the whole reply off, so the example carries no loss."""
     return any(label != IGNORE_INDEX for label in encoded["labels"])
+
+
+def encode_split(tokenizer: Any, split: Mapping[str, Sequence[SFTExample]], max_length: int,
+                 what: str) -> dict[str, list[dict[str, list[int]]]]:
+    """Encode every domain's examples; drops (with a warning) those whose reply is cut off entirely."""
+    encoded: dict[str, list[dict[str, list[int]]]] = {}
+    for domain, examples in split.items():
+        rows = [encode_example(tokenizer, ex, max_length) for ex in examples]
+        # A prompt longer than max_length leaves no response token to learn from.
+        kept = [row for row in rows if has_labels(row)]
+        if len(kept) < len(rows):
+            log.warning("%s/%s: %d of %d examples have no response token within max_length=%d; skipped",
+                        what, domain, len(rows) - len(kept), len(rows), max_length)
+        if not kept:
+            raise DataError(
+                f"Every {what} example of domain {domain!r} has its response cut off by "
+                f"train.max_length={max_length}. Raise train.max_length or shorten the prompts."
+            )
+        encoded[domain] = kept
+    return encoded
 
 
 def check_max_length(tokenizer: Any, max_length: int) -> None:

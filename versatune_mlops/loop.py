@@ -28,9 +28,9 @@ from transformers import get_scheduler
 from . import checkpointing
 from .config import RunConfig, check_domains_against_data
 from .data import DomainData, load_domain_data
-from .errors import DataError, TrainingDivergedError
+from .errors import TrainingDivergedError
 from .evaluation import domain_accuracy, domain_losses, domain_metrics, per_example_loss
-from .formatting import check_max_length, collate, encode_example, has_labels
+from .formatting import check_max_length, collate, encode_split
 from .hooks import HookList, TrainingHooks
 from .models import LoadedModel, load_model
 from .parallel import SINGLE_PROCESS, Parallel
@@ -77,27 +77,9 @@ def prepare_inputs(config: RunConfig, data: Optional[DomainData] = None) -> RunI
     corpus = [example_text(ex) for d in data.domains for ex in data.train[d]]
     loaded = load_model(config.model, tokenizer_corpus=corpus)
     check_max_length(loaded.tokenizer, config.train.max_length)
-    train_encoded = _encode(loaded.tokenizer, data.train, config.train.max_length, "train")
-    eval_encoded = _encode(loaded.tokenizer, data.eval, config.train.max_length, "eval")
+    train_encoded = encode_split(loaded.tokenizer, data.train, config.train.max_length, "train")
+    eval_encoded = encode_split(loaded.tokenizer, data.eval, config.train.max_length, "eval")
     return RunInputs(data=data, loaded=loaded, train_encoded=train_encoded, eval_encoded=eval_encoded)
-
-
-def _encode(tokenizer, split: dict, max_length: int, what: str) -> dict[str, list[dict]]:
-    encoded: dict[str, list[dict]] = {}
-    for domain, examples in split.items():
-        rows = [encode_example(tokenizer, ex, max_length) for ex in examples]
-        # A prompt longer than max_length leaves no response token to learn from.
-        kept = [row for row in rows if has_labels(row)]
-        if len(kept) < len(rows):
-            log.warning("%s/%s: %d of %d examples have no response token within max_length=%d; skipped",
-                        what, domain, len(rows) - len(kept), len(rows), max_length)
-        if not kept:
-            raise DataError(
-                f"Every {what} example of domain {domain!r} has its response cut off by "
-                f"train.max_length={max_length}. Raise train.max_length or shorten the prompts."
-            )
-        encoded[domain] = kept
-    return encoded
 
 
 @dataclass

@@ -23,7 +23,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from . import __version__
+from . import __version__, run_context
 from .errors import ConfigError
 from .figures import (bench_loss_change_figure, bench_trajectories_figure, distribution_figure, eval_loss_figure,
                       weight_trajectory_figure)
@@ -242,6 +242,7 @@ class MlflowTrackingHooks(TrainingHooks):
         self.client = MlflowClient()
 
     def on_start(self, config, domains, initial_weights, run_info):
+        run_context.set_domains(domains)  # runs started from here on get the loaded data's domains
         log_params(self.run_id, config.flat())
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in run_tags(config).items()]
                               + [RunTag(f"{TAG_PREFIX}domains", ",".join(domains))])
