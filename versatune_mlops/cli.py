@@ -394,6 +394,9 @@ def cmd_tune(args) -> int:
         value = f"{t.objective:.5g}" if t.objective is not None else "-"
         print(f"{t.params['alpha']:>6.3f} {t.params['beta']:>6.3f} {t.params['eta']:>6.3f} {t.params['epsilon']:>6.3f} "
               f"{int(t.params['interval']):>4} {value:>20} {t.status}")
+    for t in result.trials:
+        if t.error:
+            print(f"Trial {t.run_id} failed: {t.error.splitlines()[0]}")
     print(f"Best: {result.best.params} -> {result.objective} = {result.best.objective:.5g} (run {result.best.run_id})")
     if registration:
         print(f"Registered {registration.model_name} version {registration.version} @{registration.alias}")
