@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo demo-tiny ui test test-fast bench-loop clean
+.PHONY: install demo demo-tiny ui test test-fast bench-loop bench-tune clean
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ test-fast: install
 bench-loop: install
 	$(VENV)/bin/versatune bench-loop --preset tiny
 	$(VENV)/bin/versatune bench-loop --preset smollm2 --steps 6 --repeats 2
+
+# Tune efficiency on the tiny preset: a 3x3 grid over alpha and beta vs ASHA + Optuna (a few minutes).
+bench-tune: install
+	$(VENV)/bin/versatune bench-tune --preset tiny
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

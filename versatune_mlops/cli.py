@@ -1,4 +1,4 @@
-"""`versatune` command line: probe, train, bench-loop.
+"""`versatune` command line: probe, train, register, main, tune and the benchmarks.
 
 Errors caused by input (bad config, data, model path) print one clear message and exit with 2;
 anything else is a bug and keeps its traceback.
@@ -133,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench_ray.add_argument("--steps", type=int, default=30)
     bench_ray.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     bench_ray.add_argument("-v", "--verbose", action="store_true")
+    bench_tune = sub.add_parser("bench-tune", help="Tune efficiency: ASHA + Optuna vs a full grid, compute to reach "
+                                                   "the grid's best")
+    bench_tune.add_argument("--preset", default="tiny")
+    bench_tune.add_argument("--config")
+    bench_tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override the benchmark's space, e.g. tune.grid_points=2")
+    bench_tune.add_argument("--trials", type=int, help="ASHA + Optuna trials (default: as many as the grid has)")
+    bench_tune.add_argument("--tolerance", type=float, default=0.01, help="relative distance to the grid's best")
+    bench_tune.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
@@ -442,8 +451,37 @@ def cmd_bench_ray(args) -> int:
     return 0
 
 
+def cmd_bench_tune(args) -> int:
+    from .bench_tune import DEFAULT_SPACE, run_tune_benchmark
+
+    config = load_config(args.preset, args.config, {**DEFAULT_SPACE, **_overrides(args)})
+    bench = run_tune_benchmark(config, asha_trials=args.trials, tolerance=args.tolerance)
+    print(f"Tune efficiency on {config.preset or 'custom'}: {bench.objective} ({bench.mode}), "
+          f"{config.train.max_steps} steps per trial, one trial at a time")
+    print(f"{'searcher':<12} {'trials':>6} {'finished':>8} {'stopped':>7} {'error':>5} {'steps':>6} {'wall s':>7} "
+          f"{'best':>10}")
+    for run in (bench.grid, bench.asha):
+        best = run.sweep.best
+        print(f"{run.name:<12} {len(run.sweep.trials):>6} {run.count('finished'):>8} {run.count('stopped'):>7} "
+              f"{run.count('error'):>5} {run.steps:>6} {run.wall_seconds:>7.1f} "
+              f"{best.objective if best else float('nan'):>10.6g}")
+    if bench.grid_best is None:
+        print("No grid trial finished, so there is no best objective to reach.")
+        return 0
+    finished = [t.objective for t in bench.grid.sweep.trials if t.status == "finished"]
+    print(f"grid best {bench.grid_best.objective:.6g} at {bench.grid_best.params}; finished grid trials span "
+          f"{min(finished):.6g} .. {max(finished):.6g}")
+    if bench.fraction is None:
+        print(f"ASHA + Optuna never finished a trial within {bench.tolerance:.0%} of the grid's best "
+              f"({bench.asha.steps} steps spent in all).")
+    else:
+        print(f"ASHA + Optuna reached within {bench.tolerance:.0%} of the grid's best after {bench.steps_to_reach} "
+              f"steps = {bench.fraction:.1%} of the grid's {bench.grid.steps} steps")
+    return 0
+
+
 COMMANDS = {"probe": cmd_probe, "train": cmd_train, "register": cmd_register, "main": cmd_main, "tune": cmd_tune,
-            "bench-loop": cmd_bench_loop, "bench-ray": cmd_bench_ray}
+            "bench-loop": cmd_bench_loop, "bench-ray": cmd_bench_ray, "bench-tune": cmd_bench_tune}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -141,6 +141,10 @@ class TrialRecord:
     run_id: Optional[str]
     status: str  # finished | stopped | error
     error: Optional[str] = None
+    steps: Optional[int] = None
+    """Training steps the trial ran (its last reported step)."""
+    started: Optional[float] = None
+    """Unix time of its first report (whole seconds, Ray's timestamp), to order trials as they ran."""
 
 
 @dataclass
@@ -223,7 +227,11 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
         # A trial that failed before its first report may lack its config; its child run has the params.
         logged = run.data.params if run is not None else {}
         params = {k: (trial.config or {}).get(k, float(logged.get(f"method.{k}", "nan"))) for k in (*TUNED, "interval")}
-        result.trials.append(TrialRecord(params=params, objective=value, run_id=run_id, status=status, error=error))
+        history = trial.metrics_dataframe
+        started = float(history["timestamp"].min()) if history is not None and "timestamp" in history else None
+        steps = trial.metrics.get("step") if trial.metrics else None
+        result.trials.append(TrialRecord(params=params, objective=value, run_id=run_id, status=status, error=error,
+                                         steps=int(steps) if steps is not None else None, started=started))
     result.best = pick_best(result.trials, mode)
     return result
 
