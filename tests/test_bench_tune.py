@@ -1,8 +1,9 @@
 """Tune-efficiency benchmark: compute to reach the grid's best, from trial records in the order they ran."""
 
-from versatune_mlops.bench_tune import DEFAULT_SPACE, compute_to_reach, compute_used, searcher_configs, within
+from versatune_mlops.bench_tune import (DEFAULT_SPACE, SearcherRun, TuneBenchmark, compute_to_reach, compute_used,
+                                        searcher_configs, within)
 from versatune_mlops.config import load_config
-from versatune_mlops.tuning import TrialRecord, grid_size
+from versatune_mlops.tuning import SweepResult, TrialRecord, grid_size, pick_best
 
 
 def _trial(started, steps, objective, status="finished"):
@@ -42,5 +43,18 @@ def test_both_searchers_cover_the_same_space_with_in_process_trials():
     assert grid_size(grid) == 9 and asha.tune.num_samples == 9, "by default as many ASHA trials as grid points"
     assert grid.tune.workers_per_trial == asha.tune.workers_per_trial == 0, "ASHA needs in-process trials"
     assert not grid.tune.log_models and not asha.tune.log_models
-    assert (grid.tune.alpha, grid.tune.beta) == (asha.tune.alpha, asha.tune.beta) == ([0.0, 2.0], [0.0, 2.0])
+    assert (grid.tune.alpha, grid.tune.beta) == (asha.tune.alpha, asha.tune.beta) == (config.tune.alpha, config.tune.beta)
     assert searcher_configs(config, asha_trials=4)[1].tune.num_samples == 4
+
+
+def test_fraction_of_the_grids_compute_against_the_grids_best_finished_trial():
+    grid = [_trial(1, 30, 0.5), _trial(2, 30, 1.0), _trial(3, 30, 2.0, status="error"), _trial(4, 30, 0.8)]
+    asha = [_trial(10, 10, 0.3, status="stopped"), _trial(11, 30, 0.995), _trial(12, 30, 1.1)]
+    bench = TuneBenchmark("score/multi_domain", "max", 0.01, SearcherRun("grid", SweepResult("s", "max", grid), 1.0),
+                          SearcherRun("asha+optuna", SweepResult("s", "max", asha), 1.0), pick_best(grid, "max"))
+    assert bench.grid_best.objective == 1.0, "the errored trial's 2.0 is no target"
+    assert bench.grid.steps == 120 and bench.asha.steps == 70
+    assert bench.steps_to_reach(0.01) == 40 and bench.fraction(0.01) == 40 / 120
+    assert bench.fraction(0.0) == 70 / 120
+    assert TuneBenchmark("s", "max", 0.01, bench.grid, SearcherRun("a", SweepResult("s", "max", asha[:1]), 1.0),
+                         bench.grid_best).fraction(0.01) is None

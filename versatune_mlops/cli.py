@@ -465,18 +465,28 @@ def cmd_bench_tune(args) -> int:
         print(f"{run.name:<12} {len(run.sweep.trials):>6} {run.count('finished'):>8} {run.count('stopped'):>7} "
               f"{run.count('error'):>5} {run.steps:>6} {run.wall_seconds:>7.1f} "
               f"{best.objective if best else float('nan'):>10.6g}")
+    from .bench_tune import in_run_order
+
+    print(f"{'trial':<16} {'alpha':>7} {'beta':>7} {'eta':>6} {'eps':>6} {'K':>3} {'steps':>5} {bench.objective:>20} status")
+    for run in (bench.grid, bench.asha):
+        for number, t in enumerate(in_run_order(run.sweep.trials), 1):
+            value = f"{t.objective:.6g}" if t.objective is not None else "-"
+            print(f"{run.name + ' ' + str(number):<16} {t.params['alpha']:>7.3f} {t.params['beta']:>7.3f} "
+                  f"{t.params['eta']:>6.3f} {t.params['epsilon']:>6.3f} {int(t.params['interval']):>3} "
+                  f"{t.steps or 0:>5} {value:>20} {t.status}")
     if bench.grid_best is None:
         print("No grid trial finished, so there is no best objective to reach.")
         return 0
     finished = [t.objective for t in bench.grid.sweep.trials if t.status == "finished"]
     print(f"grid best {bench.grid_best.objective:.6g} at {bench.grid_best.params}; finished grid trials span "
           f"{min(finished):.6g} .. {max(finished):.6g}")
-    if bench.fraction is None:
-        print(f"ASHA + Optuna never finished a trial within {bench.tolerance:.0%} of the grid's best "
-              f"({bench.asha.steps} steps spent in all).")
-    else:
-        print(f"ASHA + Optuna reached within {bench.tolerance:.0%} of the grid's best after {bench.steps_to_reach} "
-              f"steps = {bench.fraction:.1%} of the grid's {bench.grid.steps} steps")
+    for tolerance, goal in ((bench.tolerance, f"within {bench.tolerance:.1%} of"), (0.0, "at least as good as")):
+        fraction = bench.fraction(tolerance)
+        if fraction is None:
+            print(f"ASHA + Optuna never finished a trial {goal} the grid's best ({bench.asha.steps} steps in all).")
+        else:
+            print(f"ASHA + Optuna finished a trial {goal} the grid's best after {bench.steps_to_reach(tolerance)} "
+                  f"steps = {fraction:.1%} of the grid's {bench.grid.steps} steps")
     return 0
 
 

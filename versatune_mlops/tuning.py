@@ -217,9 +217,11 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
             # The child run's tag holds the trial's own exception; Ray's error wraps it in a remote traceback.
             tagged = run.data.tags.get("versatune.error") if run is not None else None
             status, error = "error", (tagged or f"{type(trial.error).__name__}: {trial.error}")[:2000]
-        elif run is not None and run.info.status == "RUNNING":
-            status, error = "stopped", None  # ASHA stopped it: its process ended without closing the run
-            client.set_tag(run_id, "versatune.stopped_early", "asha")
+        elif run is not None and run.info.status != "FINISHED":
+            # No error from Ray, yet the run did not finish: the scheduler stopped it. Ray ends the trial's
+            # process (SIGTERM), which leaves the run RUNNING, or KILLED when the signal lands in the trial.
+            status, error = "stopped", None
+            client.set_tag(run_id, "versatune.stopped_early", "asha" if tc.asha else "scheduler")
             client.set_terminated(run_id, status="KILLED")
         else:
             status, error = ("finished" if run is None or run.info.status == "FINISHED" else "error"), None
