@@ -452,7 +452,7 @@ def cmd_bench_ray(args) -> int:
 
 
 def cmd_bench_tune(args) -> int:
-    from .bench_tune import DEFAULT_SPACE, run_tune_benchmark
+    from .bench_tune import DEFAULT_SPACE, in_run_order, run_tune_benchmark
 
     config = load_config(args.preset, args.config, {**DEFAULT_SPACE, **_overrides(args)})
     bench = run_tune_benchmark(config, asha_trials=args.trials, tolerance=args.tolerance)
@@ -465,8 +465,6 @@ def cmd_bench_tune(args) -> int:
         print(f"{run.name:<12} {len(run.sweep.trials):>6} {run.count('finished'):>8} {run.count('stopped'):>7} "
               f"{run.count('error'):>5} {run.steps:>6} {run.wall_seconds:>7.1f} "
               f"{best.objective if best else float('nan'):>10.6g}")
-    from .bench_tune import in_run_order
-
     print(f"{'trial':<16} {'alpha':>7} {'beta':>7} {'eta':>6} {'eps':>6} {'K':>3} {'steps':>5} {bench.objective:>20} status")
     for run in (bench.grid, bench.asha):
         for number, t in enumerate(in_run_order(run.sweep.trials), 1):
