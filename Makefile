@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo demo-tiny ui test test-fast bench-loop bench-quick clean
+.PHONY: install demo demo-tiny ui test test-fast bench-loop bench-quick bench-tune clean
 
 install: $(STAMP)
 
@@ -56,6 +56,10 @@ bench-loop: install
 # Every mixing method side by side, one seed, a few steps (see BENCHMARKS.md for the full run).
 bench-quick: install
 	$(VENV)/bin/versatune bench --preset tiny --quick --output-dir outputs/bench-quick
+
+# Tune efficiency on the tiny preset: a 3x3 grid over alpha and beta vs ASHA + Optuna (a few minutes).
+bench-tune: install
+	$(VENV)/bin/versatune bench-tune --preset tiny
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -134,10 +134,15 @@ def test_run_statuses_on_success_error_and_interrupt(store):
     with pytest.raises(KeyboardInterrupt):
         with tracked_run(experiment="status", run_name="ctrl-c", system_metrics=False) as killed:
             raise KeyboardInterrupt
+    with pytest.raises(SystemExit):  # what Ray's SIGTERM handler raises in a trial that ASHA stops
+        with tracked_run(experiment="status", run_name="sigterm", system_metrics=False) as terminated:
+            raise SystemExit(1)
     assert client.get_run(ok).info.status == "FINISHED"
     assert client.get_run(failed).info.status == "FAILED"
     assert client.get_run(failed).data.tags["versatune.error"] == "RuntimeError: boom"
     assert client.get_run(killed).info.status == "KILLED"
+    assert client.get_run(terminated).info.status == "KILLED"
+    assert client.get_run(terminated).data.tags["versatune.error"] == "terminated (SystemExit 1)"
 
 
 def test_unreachable_tracking_uri_fails_before_training(tmp_path, capsys, monkeypatch):

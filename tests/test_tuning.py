@@ -5,7 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from versatune_mlops.config import load_config
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.tuning import TrialRecord, grid_size, pick_best, trial_concurrency
+from versatune_mlops.tuning import FAIL_TRIAL_ENV, TrialRecord, fault_drill, grid_size, pick_best, trial_concurrency
 
 DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
 
@@ -40,6 +40,46 @@ def test_best_trial_is_picked_among_finished_trials_only():
     assert pick_best(trials, "max").run_id == "c"
     assert pick_best(trials, "min").run_id == "b"
     assert pick_best([trials[0]], "max") is None
+
+
+@pytest.mark.parametrize("value", ["gamma=1", "alpha=", "alpha=one", "alpha=nan"])
+def test_a_malformed_fault_drill_is_rejected(value, monkeypatch):
+    monkeypatch.setenv(FAIL_TRIAL_ENV, value)
+    with pytest.raises(ConfigError, match="must look like PARAM=VALUE"):
+        fault_drill()
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_reported_and_the_sweep_finishes_with_the_others(tmp_path, monkeypatch):
+    import mlflow
+
+    from versatune_mlops.tracking import configure_tracking, tracked_run
+    from versatune_mlops.tuning import run_sweep
+
+    monkeypatch.setenv(FAIL_TRIAL_ENV, "alpha=1.0")
+    uri = configure_tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # A 3-point grid over alpha, in-process trials, the prior given (no probe), no models.
+    config = load_config("tiny", overrides={
+        "tune.searcher": "grid", "tune.grid_points": 3, "tune.alpha": [0.0, 2.0], "tune.beta": [1.0, 1.0],
+        "tune.eta": [1.0, 1.0], "tune.epsilon": [0.0, 0.0], "tune.interval": [4], "tune.asha": False,
+        "tune.workers_per_trial": 0, "tune.log_models": False, "train.max_steps": 8, "train.eval_accuracy": False,
+        "method.prior": {d: 1 / len(DOMAINS) for d in DOMAINS}})
+    with tracked_run(experiment="faulty", run_name="sweep", system_metrics=False) as parent:
+        result = run_sweep(config, parent_run_id=parent, experiment_id=mlflow.get_run(parent).info.experiment_id,
+                           tracking_uri=uri, output_dir=tmp_path / "out")
+    client = MlflowClient()
+    by_alpha = {t.params["alpha"]: t for t in result.trials}
+    assert sorted(by_alpha) == [0.0, 1.0, 2.0]
+    failed, finished = by_alpha[1.0], [by_alpha[0.0], by_alpha[2.0]]
+    assert failed.status == "error" and failed.error.startswith("InjectedTrialFault: fault drill")
+    assert failed.objective is not None, "it reported its final evaluation before raising, so only its status excludes it"
+    failed_run = client.get_run(failed.run_id)
+    assert failed_run.info.status == "FAILED" and failed_run.data.tags["versatune.error"] == failed.error
+    assert "error.txt" in {a.path for a in client.list_artifacts(failed.run_id)}
+    for trial in finished:
+        assert trial.status == "finished" and client.get_run(trial.run_id).info.status == "FINISHED"
+    assert result.best is max(finished, key=lambda t: t.objective)
+    assert client.get_run(parent).info.status == "FINISHED"
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""`versatune` command line: probe, train, bench-loop.
+"""`versatune` command line: probe, train, register, main, tune and the benchmarks.
 
 Errors caused by input (bad config, data, model path) print one clear message and exit with 2;
 anything else is a bug and keeps its traceback.
@@ -152,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench_ray.add_argument("--steps", type=int, default=30)
     bench_ray.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     bench_ray.add_argument("-v", "--verbose", action="store_true")
+    bench_tune = sub.add_parser("bench-tune", help="Tune efficiency: ASHA + Optuna vs a full grid, compute to reach "
+                                                   "the grid's best")
+    bench_tune.add_argument("--preset", default="tiny")
+    bench_tune.add_argument("--config")
+    bench_tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override the benchmark's space, e.g. tune.grid_points=2")
+    bench_tune.add_argument("--trials", type=int, help="ASHA + Optuna trials (default: as many as the grid has)")
+    bench_tune.add_argument("--tolerance", type=float, default=0.01, help="relative distance to the grid's best")
+    bench_tune.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
@@ -422,6 +431,9 @@ def cmd_tune(args) -> int:
         value = f"{t.objective:.5g}" if t.objective is not None else "-"
         print(f"{t.params['alpha']:>6.3f} {t.params['beta']:>6.3f} {t.params['eta']:>6.3f} {t.params['epsilon']:>6.3f} "
               f"{int(t.params['interval']):>4} {value:>20} {t.status}")
+    for t in result.trials:
+        if t.error:
+            print(f"Trial {t.run_id} failed: {t.error.splitlines()[0]}")
     print(f"Best: {result.best.params} -> {result.objective} = {result.best.objective:.5g} (run {result.best.run_id})")
     if registration:
         print(f"Registered {registration.model_name} version {registration.version} @{registration.alias}")
@@ -523,8 +535,45 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"probe": cmd_probe, "train": cmd_train, "register": cmd_register, "main": cmd_main, "tune": cmd_tune, "bench": cmd_bench,
-            "bench-loop": cmd_bench_loop, "bench-ray": cmd_bench_ray}
+def cmd_bench_tune(args) -> int:
+    from .bench_tune import DEFAULT_SPACE, in_run_order, run_tune_benchmark
+
+    config = load_config(args.preset, args.config, {**DEFAULT_SPACE, **_overrides(args)})
+    bench = run_tune_benchmark(config, asha_trials=args.trials, tolerance=args.tolerance)
+    print(f"Tune efficiency on {config.preset or 'custom'}: {bench.objective} ({bench.mode}), "
+          f"{config.train.max_steps} steps per trial, one trial at a time")
+    print(f"{'searcher':<12} {'trials':>6} {'finished':>8} {'stopped':>7} {'error':>5} {'steps':>6} {'wall s':>7} "
+          f"{'best':>10}")
+    for run in (bench.grid, bench.asha):
+        best = run.sweep.best
+        print(f"{run.name:<12} {len(run.sweep.trials):>6} {run.count('finished'):>8} {run.count('stopped'):>7} "
+              f"{run.count('error'):>5} {run.steps:>6} {run.wall_seconds:>7.1f} "
+              f"{best.objective if best else float('nan'):>10.6g}")
+    print(f"{'trial':<16} {'alpha':>7} {'beta':>7} {'eta':>6} {'eps':>6} {'K':>3} {'steps':>5} {bench.objective:>20} status")
+    for run in (bench.grid, bench.asha):
+        for number, t in enumerate(in_run_order(run.sweep.trials), 1):
+            value = f"{t.objective:.6g}" if t.objective is not None else "-"
+            print(f"{run.name + ' ' + str(number):<16} {t.params['alpha']:>7.3f} {t.params['beta']:>7.3f} "
+                  f"{t.params['eta']:>6.3f} {t.params['epsilon']:>6.3f} {int(t.params['interval']):>3} "
+                  f"{t.steps or 0:>5} {value:>20} {t.status}")
+    if bench.grid_best is None:
+        print("No grid trial finished, so there is no best objective to reach.")
+        return 0
+    finished = [t.objective for t in bench.grid.sweep.trials if t.status == "finished"]
+    print(f"grid best {bench.grid_best.objective:.6g} at {bench.grid_best.params}; finished grid trials span "
+          f"{min(finished):.6g} .. {max(finished):.6g}")
+    for tolerance, goal in ((bench.tolerance, f"within {bench.tolerance:.1%} of"), (0.0, "at least as good as")):
+        fraction = bench.fraction(tolerance)
+        if fraction is None:
+            print(f"ASHA + Optuna never finished a trial {goal} the grid's best ({bench.asha.steps} steps in all).")
+        else:
+            print(f"ASHA + Optuna finished a trial {goal} the grid's best after {bench.steps_to_reach(tolerance)} "
+                  f"steps = {fraction:.1%} of the grid's {bench.grid.steps} steps")
+    return 0
+
+
+COMMANDS = {"probe": cmd_probe, "train": cmd_train, "register": cmd_register, "main": cmd_main, "tune": cmd_tune,
+            "bench": cmd_bench, "bench-loop": cmd_bench_loop, "bench-ray": cmd_bench_ray, "bench-tune": cmd_bench_tune}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

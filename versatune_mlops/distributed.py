@@ -85,7 +85,8 @@ def check_resources(config: RunConfig) -> None:
         )
 
 
-def ensure_ray(config: RunConfig) -> None:
+def ensure_ray(config: RunConfig, num_cpus: Optional[int] = None) -> None:
+    """Connect to ``distributed.address``, or start a local Ray with ``num_cpus`` (default: all CPUs)."""
     import ray
 
     if ray.is_initialized():
@@ -95,7 +96,7 @@ def ensure_ray(config: RunConfig) -> None:
     if config.distributed.address:
         ray.init(address=config.distributed.address)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
 
 
 def train_distributed(

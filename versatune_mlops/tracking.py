@@ -105,7 +105,8 @@ def tracked_run(
     """Start (or join, inside ``mlflow run``) a run and always end it with the right status.
 
     FINISHED on success; FAILED with the error as tag and ``error.txt`` on an exception; KILLED on
-    Ctrl-C. Never leaves a run RUNNING. The run is created with an explicit id and made the active
+    Ctrl-C or when the process is told to exit (``SystemExit``, e.g. Ray's SIGTERM to a trial that
+    ASHA stopped). Never leaves a run RUNNING. The run is created with an explicit id and made the active
     fluent run (MLflow's log_input/log_model have no run-id argument).
     """
     client = MlflowClient()
@@ -129,6 +130,10 @@ def tracked_run(
     except KeyboardInterrupt:
         status = "KILLED"
         client.set_tag(run_id, f"{TAG_PREFIX}error", "interrupted (Ctrl-C)")
+        raise
+    except SystemExit as exc:
+        status = "KILLED"
+        client.set_tag(run_id, f"{TAG_PREFIX}error", f"terminated (SystemExit {exc.code})")
         raise
     except BaseException as exc:
         status = "FAILED"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .config import TUNED, RunConfig, from_dict, validate
+from .errors import ConfigError
 from .hooks import TrainingHooks
 from .registry import MINIMISE
 
@@ -60,6 +62,34 @@ def trial_config(base: dict[str, Any], params: dict[str, Any]) -> RunConfig:
     return validate(from_dict(tree))
 
 
+# Fault drill: ``VERSATUNE_FAIL_TRIAL=alpha=1.0`` makes the trial whose alpha is 1.0 raise once it has
+# trained and reported its final evaluation (the worst case for picking the best: a failed trial with
+# a plausible objective), so a sweep's handling of a failing trial can be exercised through Ray.
+# Read by the sweep's driver and handed to the trials, so it reaches trials on any node however Ray
+# was started.
+FAIL_TRIAL_ENV = "VERSATUNE_FAIL_TRIAL"
+
+
+class InjectedTrialFault(RuntimeError):
+    """Raised by a trial selected by ``VERSATUNE_FAIL_TRIAL``."""
+
+
+def fault_drill() -> Optional[tuple[str, float]]:
+    """The (parameter, value) of ``VERSATUNE_FAIL_TRIAL``, or None when unset."""
+    text = os.environ.get(FAIL_TRIAL_ENV, "").strip()
+    if not text:
+        return None
+    name, _, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if name.strip() not in (*TUNED, "interval") or not math.isfinite(number):
+        raise ConfigError(f"{FAIL_TRIAL_ENV}={text!r} must look like PARAM=VALUE with PARAM one of "
+                          f"{', '.join((*TUNED, 'interval'))}, e.g. alpha=1.0. Unset it to run every trial normally.")
+    return name.strip(), number
+
+
 class TuneReporter(TrainingHooks):
     """In-process trials: report each evaluation to Tune."""
 
@@ -73,7 +103,7 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) 
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    from .tracking import MlflowTrackingHooks, configure_tracking, run_tags, tracked_run
+    from .tracking import MlflowTrackingHooks, configure_tracking, log_params, run_tags, tracked_run
 
     config = trial_config(base, params)
     configure_tracking(sweep["tracking_uri"])
@@ -83,8 +113,10 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) 
         sweep["experiment_id"], run_name=name,
         tags={"mlflow.parentRunId": sweep["parent_run_id"], "versatune.trial_id": trial_id, **run_tags(config)},
     ).info.run_id
+    log_params(run_id, {f"method.{key}": params[key] for key in (*TUNED, "interval")})
     config.train.save_model = sweep["log_models"]
     output = Path(sweep["output_dir"]) / run_id
+    fault = sweep.get("fail_trial")
     with tracked_run(run_id=run_id, system_metrics=False):
         if config.distributed.num_workers:
             from ray.tune.integration.ray_train import TuneReportCallback
@@ -97,6 +129,9 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) 
             from .loop import train
 
             train(config, output, hooks=[MlflowTrackingHooks(run_id, log_model=sweep["log_models"]), TuneReporter()])
+        if fault is not None and math.isclose(float(params[fault[0]]), fault[1], abs_tol=1e-9):
+            raise InjectedTrialFault(f"fault drill {FAIL_TRIAL_ENV}={fault[0]}={fault[1]:g}: this trial raises after "
+                                     f"reporting its final evaluation. Unset {FAIL_TRIAL_ENV} to run it normally.")
 
 
 @dataclass
@@ -106,6 +141,10 @@ class TrialRecord:
     run_id: Optional[str]
     status: str  # finished | stopped | error
     error: Optional[str] = None
+    steps: Optional[int] = None
+    """Training steps the trial ran (its last reported step)."""
+    started: Optional[float] = None
+    """Unix time of its first report (whole seconds, Ray's timestamp), to order trials as they ran."""
 
 
 @dataclass
@@ -138,6 +177,7 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
     scaled = from_dict(config.to_dict())
     scaled.distributed.num_workers = tc.workers_per_trial
     check_resources(scaled)
+    fail_trial = fault_drill()
     ensure_ray(config)
     mode = objective_mode(tc.objective)
     concurrency = trial_concurrency(config, ray.cluster_resources().get("CPU", 1))
@@ -152,7 +192,7 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
                                max_t=max_reports) if tc.asha else None)
     output_dir = Path(output_dir).resolve()
     sweep = {"parent_run_id": parent_run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri,
-             "output_dir": str(output_dir / "trials"), "log_models": tc.log_models}
+             "output_dir": str(output_dir / "trials"), "log_models": tc.log_models, "fail_trial": fail_trial}
     trainable = tune.with_parameters(_trial, base=config.to_dict(), sweep=sweep)
     tuner = tune.Tuner(
         trainable,
@@ -174,16 +214,26 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
         run = children.get(trial_id)
         run_id = run.info.run_id if run else None
         if trial.error is not None:
-            status, error = "error", f"{type(trial.error).__name__}: {trial.error}"[:2000]
-        elif run is not None and run.info.status == "RUNNING":
-            status, error = "stopped", None  # ASHA stopped it: its process ended without closing the run
-            client.set_tag(run_id, "versatune.stopped_early", "asha")
+            # The child run's tag holds the trial's own exception; Ray's error wraps it in a remote traceback.
+            tagged = run.data.tags.get("versatune.error") if run is not None else None
+            status, error = "error", (tagged or f"{type(trial.error).__name__}: {trial.error}")[:2000]
+        elif run is not None and run.info.status != "FINISHED":
+            # No error from Ray, yet the run did not finish: the scheduler stopped it. Ray ends the trial's
+            # process (SIGTERM), which leaves the run RUNNING, or KILLED when the signal lands in the trial.
+            status, error = "stopped", None
+            client.set_tag(run_id, "versatune.stopped_early", "asha" if tc.asha else "scheduler")
             client.set_terminated(run_id, status="KILLED")
         else:
             status, error = ("finished" if run is None or run.info.status == "FINISHED" else "error"), None
         value = trial.metrics.get(tc.objective) if trial.metrics else None
-        params = {k: trial.config[k] for k in (*TUNED, "interval")}
-        result.trials.append(TrialRecord(params=params, objective=value, run_id=run_id, status=status, error=error))
+        # A trial that failed before its first report may lack its config; its child run has the params.
+        logged = run.data.params if run is not None else {}
+        params = {k: (trial.config or {}).get(k, float(logged.get(f"method.{k}", "nan"))) for k in (*TUNED, "interval")}
+        history = trial.metrics_dataframe
+        started = float(history["timestamp"].min()) if history is not None and "timestamp" in history else None
+        steps = trial.metrics.get("step") if trial.metrics else None
+        result.trials.append(TrialRecord(params=params, objective=value, run_id=run_id, status=status, error=error,
+                                         steps=int(steps) if steps is not None else None, started=started))
     result.best = pick_best(result.trials, mode)
     return result
 
