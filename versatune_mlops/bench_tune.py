@@ -31,11 +31,11 @@ log = logging.getLogger(__name__)
 # The ranges are wide on purpose: the sampler draws domains through a CDF, so the small weight moves
 # of alpha, beta <= 2 over 30 steps rarely change a batch (measured: the 3 x 3 grid over [0, 2]
 # spanned 1.1% of the objective, so any trial was within 1% of the best).
-# ASHA's first rung comes after two intervals: with a shared prior and seed, every trial trains on the
-# same batches until its first re-weighting, so a rung after one interval would compare equal models.
+# ASHA's first rung is one interval after the first re-weighting (tune.grace_intervals=1, see
+# run_sweep): with a shared prior and seed, every trial trains on the same batches until then.
 DEFAULT_SPACE = {
     "tune.alpha": [0.0, 20.0], "tune.beta": [0.0, 20.0], "tune.eta": [1.0, 1.0], "tune.epsilon": [0.0, 0.0],
-    "tune.interval": [5], "tune.grid_points": 3, "tune.grace_intervals": 2, "train.eval_accuracy": False,
+    "tune.interval": [5], "tune.grid_points": 3, "tune.grace_intervals": 1, "train.eval_accuracy": False,
 }
 
 

@@ -199,7 +199,8 @@ class TuneConfig:
     """Metric to optimise: score/multi_domain (max), eval_loss/mean or eval_loss/worst (min), accuracy/mean (max)."""
     asha: bool = True
     grace_intervals: int = 1
-    """ASHA stops no trial before this many re-weighting intervals."""
+    """ASHA stops no trial before this many re-weighting intervals after the first weight update
+    (before it, trials that differ only in their coefficients have trained identically)."""
     workers_per_trial: int = 0
     """Ray Train workers inside each trial (each trial then builds its own TorchTrainer); 0 trains in
     the trial's own process. Needs ``asha: false``: see validate()."""

@@ -187,8 +187,11 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
 
         search_alg = OptunaSearch(seed=tc.seed)
     # One report at step 0 (base model), then one per re-weighting point, then the final one.
+    # The report at the first re-weighting point is evaluated before any weight has moved, so trials
+    # that differ only in coefficients are still identical there: the grace period counts intervals
+    # from that first update (report 2), i.e. the first comparison is grace_intervals after it.
     max_reports = config.train.max_steps // min(tc.interval) + 2
-    scheduler = (ASHAScheduler(time_attr="training_iteration", grace_period=tc.grace_intervals + 1,
+    scheduler = (ASHAScheduler(time_attr="training_iteration", grace_period=tc.grace_intervals + 2,
                                max_t=max_reports) if tc.asha else None)
     output_dir = Path(output_dir).resolve()
     sweep = {"parent_run_id": parent_run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri,
