@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from versatune_mlops.config import METHODS
+from versatune_mlops.config import EXPANSION_ONLY_METHODS, METHODS
 from versatune_mlops.errors import TrainingDivergedError
 from versatune_mlops.hooks import TrainingHooks
 from versatune_mlops.loop import prepare_inputs, train
@@ -133,12 +133,16 @@ def test_nan_loss_stops_with_last_checkpoint_intact(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("method", [m for m in METHODS])
 def test_every_method_trains_and_keeps_weights_on_simplex(tiny_config, tmp_path, method):
+    # The expansion baselines exist in expansion mode only (the config refuses them otherwise).
+    expansion = {"method.mode": "expansion", "method.target": "code"} if method in EXPANSION_ONLY_METHODS else {}
     config = tiny_config(**{"method.method": method, "train.max_steps": 8, "method.interval": 2,
-                            "train.save_model": False, "probe.num_samples": 8})
+                            "train.save_model": False, "probe.num_samples": 8, **expansion})
     summary = train(config, tmp_path)
     assert all(_on_simplex(p["weights"]) for p in summary["weight_trajectory"])
     if method == "uniform":
         assert all(w == pytest.approx(1 / 6) for w in summary["final_weights"].values())
+    if method == "target_only":
+        assert summary["realised_share"]["code"] == 1.0
     if method in ("versatune", "doremi"):
         assert summary["final_weights"] != summary["initial_weights"]
 
