@@ -15,7 +15,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .config import DEFAULT_DOMAINS, DataConfig
 from .errors import ConfigError, DataError
@@ -191,6 +191,16 @@ def _mc_item(domain: str, row: dict[str, str]) -> MCItem:
     return MCItem(domain, (("user", _answer_prompt(row)),), choices, LETTERS.index(row["correct_answer"]))
 
 
+def _capped_sample(items: list, config: DataConfig, rng: random.Random, too_few: Callable[[int], str]) -> list:
+    """At most ``max_examples_per_domain`` items, as a seeded sample (files are often ordered by
+    subject, so the first N would be biased); fewer than 2 cannot be split into train and eval."""
+    if config.max_examples_per_domain is not None and len(items) > config.max_examples_per_domain:
+        items = rng.sample(items, config.max_examples_per_domain)
+    if len(items) < 2:
+        raise DataError(too_few(len(items)))
+    return items
+
+
 def _load_mmlu(config: DataConfig) -> DomainData:
     domains = list(config.domains) if config.domains is not None else list(MMLU_DOMAINS)
     unknown = [d for d in domains if d not in MMLU_DOMAINS]
@@ -212,15 +222,9 @@ def _load_mmlu(config: DataConfig) -> DomainData:
     eval_mc: dict[str, list[MCItem]] = {}
     for domain in domains:
         rng = _domain_rng(config, domain)
-        rows = by_domain[domain]
-        if config.max_examples_per_domain is not None and len(rows) > config.max_examples_per_domain:
-            # A seeded sample, not the first N: the file is ordered by subject.
-            rows = rng.sample(rows, config.max_examples_per_domain)
-        if len(rows) < 2:
-            raise DataError(
-                f"MMLU domain {domain!r} has {len(rows)} question(s), too few to split into train and eval. "
-                f"Raise data.max_examples_per_domain to at least 2."
-            )
+        rows = _capped_sample(by_domain[domain], config, rng, lambda n: (
+            f"MMLU domain {domain!r} has {n} question(s), too few to split into train and eval. "
+            f"Raise data.max_examples_per_domain to at least 2."))
         train_rows, eval_rows = _split_mmlu_questions(rows, _split_counts(len(rows), config), rng)
         train[domain] = [item for row in train_rows for item in (_write_item(domain, row), _answer_item(domain, row))]
         evals[domain] = [_write_item(domain, row) for row in eval_rows]
@@ -294,14 +298,9 @@ def _load_user_data(config: DataConfig) -> DomainData:
     evals: dict[str, list[SFTExample]] = {}
     for domain in domains:
         rng = _domain_rng(config, domain)
-        items = by_domain[domain]
-        if config.max_examples_per_domain is not None and len(items) > config.max_examples_per_domain:
-            items = rng.sample(items, config.max_examples_per_domain)
-        if len(items) < 2:
-            raise DataError(
-                f"Domain {domain!r} has {len(items)} example(s) in {name}; at least 2 are needed to hold one "
-                f"out for evaluation. Add examples of {domain!r}, or remove it from the data (and from data.domains)."
-            )
+        items = _capped_sample(by_domain[domain], config, rng, lambda n: (
+            f"Domain {domain!r} has {n} example(s) in {name}; at least 2 are needed to hold one "
+            f"out for evaluation. Add examples of {domain!r}, or remove it from the data (and from data.domains)."))
         order = list(range(len(items)))
         rng.shuffle(order)
         n_eval = _split_counts(len(items), config)
