@@ -42,8 +42,14 @@ def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], 
     """
     with autocast_context(model, bf16):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return response_loss(logits, batch["labels"])
+
+
+def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss, token count) per row over the labelled tokens, in fp32; the model's logits at
+    position i predict the token at i + 1."""
     logits = logits[:, :-1].float()  # fp32 cross-entropy
-    targets = batch["labels"][:, 1:]
+    targets = labels[:, 1:]
     token_loss = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
     ).view(targets.shape)
@@ -99,10 +105,11 @@ def domain_accuracy(
     tokenizer,
     mc_items: Mapping[str, Sequence[MCItem]],
     max_length: int,
-    batch_size: int,
     bf16: bool = False,
 ) -> dict[str, float]:
     """Multiple-choice accuracy per domain: the choice with the lowest mean token loss wins.
+
+    The candidates of one item are scored as one batch that shares the prompt's cache.
 
     Mean (not summed) loss so longer options are not penalised for their length. Domains without
     multiple-choice items are left out.
@@ -116,14 +123,11 @@ def domain_accuracy(
     for domain, items in mc_items.items():
         if not items:
             continue
-        encoded = [encode_choice(tokenizer, item.messages, choice, max_length) for item in items for choice in item.choices]
         mean_losses = []
-        for start in range(0, len(encoded), batch_size):
-            progress.update(len(encoded[start : start + batch_size]))
-            batch = {k: v.to(device) for k, v in collate(encoded[start : start + batch_size], tokenizer.pad_token_id).items()}
-            loss_sum, count = per_example_loss(model, batch, bf16)
-            # A choice cut off entirely by max_length has no tokens to score: NaN, item skipped below.
-            mean_losses.extend(torch.where(count > 0, loss_sum / count.clamp(min=1), math.nan).tolist())
+        for item in items:
+            encoded = [encode_choice(tokenizer, item.messages, choice, max_length) for choice in item.choices]
+            progress.update(len(encoded))
+            mean_losses.extend(choice_mean_losses(model, encoded, tokenizer.pad_token_id, bf16, device))
         predictions, references, offset = [], [], 0
         for item in items:
             scores = mean_losses[offset : offset + len(item.choices)]
@@ -141,6 +145,41 @@ def domain_accuracy(
     progress.close()
     model.train(was_training)
     return accuracy
+
+
+@torch.no_grad()
+def choice_mean_losses(model: torch.nn.Module, encoded: Sequence[dict], pad_token_id: int, bf16: bool,
+                       device: torch.device) -> list[float]:
+    """Mean reply-token loss of each candidate reply of one multiple-choice item.
+
+    The candidates share their prompt, so it is run once and its key/value cache is reused for every
+    reply: about 4x fewer tokens than scoring each (prompt + reply) in full, with the same numbers
+    (each reply token still sees exactly the prompt and the reply tokens before it). A reply cut off
+    entirely by max_length has nothing to score and gets NaN.
+    """
+    n_prompt = [next((i for i, label in enumerate(e["labels"]) if label != IGNORE_INDEX), len(e["labels"]))
+                for e in encoded]
+    shared = n_prompt[0]
+    if shared < 2 or any(n != shared or e["input_ids"][:shared] != encoded[0]["input_ids"][:shared]
+                         for n, e in zip(n_prompt, encoded)):
+        # No common prompt to cache (or a one-token prompt): score each sequence in full.
+        batch = {k: v.to(device) for k, v in collate(list(encoded), pad_token_id).items()}
+        loss_sum, count = per_example_loss(model, batch, bf16)
+        return torch.where(count > 0, loss_sum / count.clamp(min=1), math.nan).tolist()
+
+    # The cache holds the prompt but its last token; that token is fed again with each reply, so the
+    # logits of the continuation predict exactly the reply tokens (labels from position `shared`).
+    prefix = torch.tensor([encoded[0]["input_ids"][: shared - 1]], device=device)
+    continuations = [{"input_ids": e["input_ids"][shared - 1 :], "labels": e["labels"][shared - 1 :]} for e in encoded]
+    batch = {k: v.to(device) for k, v in collate(continuations, pad_token_id).items()}
+    with autocast_context(model, bf16):
+        cache = model(input_ids=prefix, use_cache=True).past_key_values
+        cache.batch_repeat_interleave(len(encoded))
+        attention = torch.cat([torch.ones(len(encoded), shared - 1, dtype=batch["attention_mask"].dtype, device=device),
+                               batch["attention_mask"]], dim=1)
+        logits = model(input_ids=batch["input_ids"], attention_mask=attention, past_key_values=cache).logits
+    loss_sum, count = response_loss(logits, batch["labels"])
+    return torch.where(count > 0, loss_sum / count.clamp(min=1), math.nan).tolist()
 
 
 def domain_score(loss: float) -> float:

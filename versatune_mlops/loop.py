@@ -361,7 +361,7 @@ def _accuracy(config: RunConfig, inputs: RunInputs, model) -> dict[str, float]:
     if not config.train.eval_accuracy or not any(inputs.data.eval_mc.values()):
         return {}
     return domain_accuracy(model, inputs.loaded.tokenizer, inputs.data.eval_mc, config.train.max_length,
-                           config.train.eval_batch_size, config.model.bf16)
+                           config.model.bf16)
 
 
 def _data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

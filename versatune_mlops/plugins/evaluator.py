@@ -312,7 +312,7 @@ def evaluate_causal_lm(model, tokenizer, examples, mc_items, max_length: int, ba
                         "Add prompt/response rows per domain.")
     losses = domain_losses(model, encode_split(tokenizer, examples, max_length, "eval"), batch_size,
                            tokenizer.pad_token_id, bf16)
-    accuracy = domain_accuracy(model, tokenizer, mc_items, max_length, batch_size, bf16) if mc_items else {}
+    accuracy = domain_accuracy(model, tokenizer, mc_items, max_length, bf16) if mc_items else {}
     metrics = domain_metrics(losses, accuracy)
     table = [{"domain": d, "eval_loss": losses.get(d), "score": domain_score(losses[d]) if d in losses else None,
               "accuracy": accuracy.get(d), "loss_examples": len(examples.get(d, [])),
