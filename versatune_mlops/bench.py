@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import hashlib
 import json
 import logging
@@ -148,6 +149,9 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
                 inputs = prepare_inputs(run.config, data)
                 inputs.base_eval = base_eval
                 summary = train(run.config, folder, hooks=hooks, inputs=inputs)
+                # Free this run's model before the next one loads (two would be alive at once otherwise).
+                del inputs
+                gc.collect()
             else:
                 summary = reused
         records.append(RunRecord.from_summary(summary, run_id=_hooks_run_id(hooks)))
