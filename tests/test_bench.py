@@ -67,6 +67,7 @@ def test_overhead_ratio_counts_the_dynamic_methods_evaluations():
     records = [record("versatune", 0, (1.9,) * 3, seconds=100, midrun=8),
                record("versatune_constant", 0, (1.9,) * 3, seconds=100)]
     assert overhead_ratio(records)["ratio"] == pytest.approx(1.08)
+    assert overhead_ratio(records)["within_run_ratio"] == pytest.approx(1.08)
     assert overhead_ratio(records[:1]) is None
 
 
