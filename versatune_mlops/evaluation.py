@@ -165,7 +165,7 @@ def choice_mean_losses(model: torch.nn.Module, encoded: Sequence[dict], pad_toke
         # No common prompt to cache (or a one-token prompt): score each sequence in full.
         batch = {k: v.to(device) for k, v in collate(list(encoded), pad_token_id).items()}
         loss_sum, count = per_example_loss(model, batch, bf16)
-        return torch.where(count > 0, loss_sum / count.clamp(min=1), math.nan).tolist()
+        return _mean_or_nan(loss_sum, count)
 
     # The cache holds the prompt but its last token; that token is fed again with each reply, so the
     # logits of the continuation predict exactly the reply tokens (labels from position `shared`).
@@ -179,6 +179,11 @@ def choice_mean_losses(model: torch.nn.Module, encoded: Sequence[dict], pad_toke
                                batch["attention_mask"]], dim=1)
         logits = model(input_ids=batch["input_ids"], attention_mask=attention, past_key_values=cache).logits
     loss_sum, count = response_loss(logits, batch["labels"])
+    return _mean_or_nan(loss_sum, count)
+
+
+def _mean_or_nan(loss_sum: torch.Tensor, count: torch.Tensor) -> list[float]:
+    """Per-row mean loss; NaN for a row with no labelled token (cut off by max_length)."""
     return torch.where(count > 0, loss_sum / count.clamp(min=1), math.nan).tolist()
 
 

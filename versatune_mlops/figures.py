@@ -13,13 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def weight_trajectory_figure(trajectory: Sequence[Mapping], path: Path, title: str = "Domain weights") -> Path:
     """Stacked area of the domain weights over training steps."""
-    steps = [point["step"] for point in trajectory]
-    domains = list(trajectory[0]["weights"])
     fig, ax = plt.subplots(figsize=(7, 4))
-    # A step function: each weight holds until the next re-weighting point.
-    ax.stackplot(steps + [steps[-1] + max(1, steps[-1] - steps[-2] if len(steps) > 1 else 1)],
-                 [[p["weights"][d] for p in trajectory] + [trajectory[-1]["weights"][d]] for d in domains],
-                 labels=domains, step="post", alpha=0.85)
+    _stack_weights(ax, trajectory)
     ax.set(xlabel="step", ylabel="weight", ylim=(0, 1), title=title)
     ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=8)
     return _save(fig, path)
@@ -94,18 +89,22 @@ def bench_trajectories_figure(runs: Sequence[Mapping], path: Path) -> Path:
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False, sharey=True)
     for ax, (label, run) in zip(axes.flat, panels.items()):
-        trajectory = run["weight_trajectory"]
-        steps = [p["step"] for p in trajectory]
-        domains = list(trajectory[0]["weights"])
-        end = steps[-1] + max(1, steps[-1] - steps[-2] if len(steps) > 1 else 1)
-        ax.stackplot(steps + [end], [[p["weights"][d] for p in trajectory] + [trajectory[-1]["weights"][d]]
-                                      for d in domains], labels=domains, step="post", alpha=0.85)
+        _stack_weights(ax, run["weight_trajectory"])
         ax.set(title=label, ylim=(0, 1), xlabel="step")
         ax.title.set_fontsize(9)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     axes.flat[0].legend(loc="lower left", fontsize=6)
     return _save(fig, path)
+
+
+def _stack_weights(ax, trajectory: Sequence[Mapping]) -> None:
+    """The weights as a stacked step function: each holds until the next re-weighting point."""
+    steps = [point["step"] for point in trajectory]
+    domains = list(trajectory[0]["weights"])
+    end = steps[-1] + max(1, steps[-1] - steps[-2] if len(steps) > 1 else 1)
+    ax.stackplot(steps + [end], [[p["weights"][d] for p in trajectory] + [trajectory[-1]["weights"][d]]
+                                 for d in domains], labels=domains, step="post", alpha=0.85)
 
 
 def _save(fig, path: Path) -> Path:

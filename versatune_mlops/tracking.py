@@ -17,7 +17,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -124,9 +124,18 @@ def tracked_run(
         if run_name:
             client.set_tag(run_id, "mlflow.runName", run_name)
     mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+    with ended_with_status(run_id, end=lambda status: mlflow.end_run(status=status)):
+        yield run_id
+
+
+@contextlib.contextmanager
+def ended_with_status(run_id: str, end: Callable[[str], None]) -> Iterator[None]:
+    """Run the block, then ``end(status)``: FINISHED, FAILED (error tag and ``error.txt``) or
+    KILLED (Ctrl-C, or ``SystemExit`` such as Ray's SIGTERM to a trial that ASHA stopped)."""
+    client = MlflowClient()
     status = "FINISHED"
     try:
-        yield run_id
+        yield
     except KeyboardInterrupt:
         status = "KILLED"
         client.set_tag(run_id, f"{TAG_PREFIX}error", "interrupted (Ctrl-C)")
@@ -141,7 +150,7 @@ def tracked_run(
         client.log_text(run_id, "".join(traceback.format_exception(exc)), "error.txt")
         raise
     finally:
-        mlflow.end_run(status=status)
+        end(status)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,22 +327,12 @@ def bench_run_context(parent_run_id: str, experiment_id: str):
             tags[f"{TAG_PREFIX}reused"] = "true"
         run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         hooks = MlflowTrackingHooks(run_id, log_model=False)
-        status = "FINISHED"
-        try:
+        with ended_with_status(run_id, end=lambda status: client.set_terminated(run_id, status=status)):
             if reused is not None:
                 log_params(run_id, config.flat())
                 log_metrics(run_id, reused["metrics_after"], reused["steps"])
                 hooks.on_end(reused)
             yield [hooks]
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        except BaseException as exc:
-            status = "FAILED"
-            client.set_tag(run_id, f"{TAG_PREFIX}error", f"{type(exc).__name__}: {exc}"[:5000])
-            raise
-        finally:
-            client.set_terminated(run_id, status=status)
 
     return context
 
