@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from versatune_mlops.bench import EXPANSION_METHODS, FOSTERING_METHODS, BenchPlan, check_plan
+from versatune_mlops.bench import EXPANSION_METHODS, FOSTERING_METHODS, BenchPlan, BenchVariant, check_plan
 from versatune_mlops.bench_tables import (RunRecord, estimate, expansion_table, fostering_table, overhead_ratio,
                                           render_markdown)
 from versatune_mlops.config import load_config
@@ -49,6 +49,29 @@ def test_fostering_gain_over_uniform_is_paired_by_seed():
     assert rows["versatune"]["worst_loss"]["mean"] == pytest.approx(1.85)
     markdown = render_markdown({"fostering": table})
     assert "| versatune | 2 |" in markdown and "| uniform | 2 |" in markdown
+
+
+def test_a_variant_is_its_own_row_paired_with_uniform_by_seed():
+    paper = [RunRecord.from_summary(_summary("versatune", seed, after), label="versatune_paper")
+             for seed, after in ((0, (1.85, 1.9, 1.9)), (1, (1.75, 1.8, 1.8)))]
+    assert paper[0].method == "versatune" and paper[0].row == "versatune_paper"
+    records = [record("uniform", 0, (1.9, 1.9, 1.9)), record("uniform", 1, (1.8, 1.8, 1.8)),
+               record("versatune", 0, (1.8, 1.9, 1.9)), record("versatune", 1, (1.7, 1.8, 1.8)), *paper]
+    rows = {r["method"]: r for r in fostering_table(records)["rows"]}
+    assert set(rows) == {"uniform", "versatune", "versatune_paper"}
+    assert rows["versatune_paper"]["loss_change"]["law"]["mean"] == pytest.approx(-0.2)
+    assert rows["versatune"]["loss_change"]["law"]["mean"] == pytest.approx(-0.25)
+    expected = [np.mean(np.exp(-np.array(v))) / np.exp(-u) - 1 for v, u in (((1.85, 1.9, 1.9), 1.9),
+                                                                              ((1.75, 1.8, 1.8), 1.8))]
+    assert rows["versatune_paper"]["gain_over_uniform"]["mean"] == pytest.approx(np.mean(expected))
+    # A label equal to the method is no variant.
+    assert RunRecord.from_summary(_summary("uniform", 0, (1.9,) * 3), label="uniform").label is None
+
+
+def _summary(method, seed, after):
+    return {"mode": "fostering", "method": method, "config": {"train": {"seed": seed}}, "domains": DOMAINS,
+            "eval_loss_before": dict(zip(DOMAINS, (2.0, 2.0, 2.0))), "eval_loss_after": dict(zip(DOMAINS, after)),
+            "accuracy_before": {}, "accuracy_after": {}, "train_seconds": 1.0, "weight_trajectory": []}
 
 
 def test_expansion_kept_gain_and_degradation_reduction_are_relative_to_target_only():
@@ -96,6 +119,13 @@ def test_expansion_methods_are_validated(overrides, fragment):
     (BenchPlan(expansion_methods=["doremi"]), "Unknown expansion method 'doremi'"),
     (BenchPlan(targets=["poetry"]), "not domains of this data"),
     (BenchPlan(fostering_methods=[], targets=[]), "Nothing to run"),
+    (BenchPlan(variants=[BenchVariant("Paper Run", {"method.beta": 0})]), "must be lower-case letters"),
+    (BenchPlan(variants=[BenchVariant("doremi", {"method.eta": 2})]), "already a method"),
+    (BenchPlan(variants=[BenchVariant("a", {"method.beta": 0}), BenchVariant("a", {"method.beta": 1})]),
+     "already a method or another variant"),
+    (BenchPlan(variants=[BenchVariant("longer", {"train.max_steps": 99})]), "may change only method"),
+    (BenchPlan(variants=[BenchVariant("other_prior", {"method.prior": {"law": 1.0}})]), "may change only method"),
+    (BenchPlan(variants=[BenchVariant("same", {})]), "has no overrides"),
 ])
 def test_bad_plans_fail_before_training(plan, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -118,12 +148,13 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     out = tmp_path / "bench"
     args = ["bench", "--preset", "tiny", "--quick", "--max-steps", "6", "--set", "method.interval=3",
-            "--set", "train.eval_accuracy=true", "--experiment", "bench", "--output-dir", str(out)]
+            "--set", "train.eval_accuracy=true", "--variant", "versatune_paper:method=versatune,beta=0",
+            "--experiment", "bench", "--output-dir", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
 
-    assert [r["method"] for r in report["fostering"]["rows"]] == list(FOSTERING_METHODS)
+    assert [r["method"] for r in report["fostering"]["rows"]] == [*FOSTERING_METHODS, "versatune_paper"]
     domains = report["fostering"]["domains"]
     assert len(domains) == 6
     for row in report["fostering"]["rows"]:
@@ -148,7 +179,9 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
     parents = client.search_runs([experiment], filter_string="tags.`versatune.step` = 'bench'")
     (parent,) = [r for r in parents if "mlflow.parentRunId" not in r.data.tags]
     children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == len(FOSTERING_METHODS) + len(EXPANSION_METHODS)
+    assert len(children) == len(FOSTERING_METHODS) + 1 + len(EXPANSION_METHODS)
+    variant_run = next(c for c in children if c.info.run_name == "fostering-versatune_paper-seed0")
+    assert float(variant_run.data.params["method.beta"]) == 0.0
     assert {c.info.status for c in children} == {"FINISHED"}
     assert all("score/multi_domain" in c.data.metrics for c in children)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "bench")}
@@ -164,7 +197,7 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
               and r.info.run_id != parent.info.run_id]
     children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{second[0].info.run_id}'")
     reused = [c for c in children if c.data.tags.get("versatune.reused") == "true"]
-    assert len(children) == 10 and len(reused) == 9
+    assert len(children) == 11 and len(reused) == 10
 
 
 def test_plan_shares_everything_but_the_mixture_and_runs_seed_major():
@@ -184,3 +217,33 @@ def test_plan_shares_everything_but_the_mixture_and_runs_seed_major():
             config.train.max_steps, config.train.learning_rate, config.method.interval)
     assert runs[2].config.method.mode == "expansion" and runs[2].config.method.target == "code"
     assert runs[3].config.train.seed == 1
+
+
+def test_a_variant_changes_only_its_method_settings_and_names_its_runs():
+    from versatune_mlops.bench import plan_runs
+
+    config = load_config("tiny")
+    prior = {d: 1 / 6 for d in ["law", "medicine", "finance", "science", "code", "general"]}
+    paper = BenchVariant("versatune_paper", {"method.method": "versatune", "method.beta": 0.0})
+    runs = plan_runs(config, BenchPlan(seeds=[3], fostering_methods=["versatune"], variants=[paper]), prior)
+    assert [(r.name, r.label) for r in runs] == [("fostering-versatune-seed3", "versatune"),
+                                                 ("fostering-versatune_paper-seed3", "versatune_paper")]
+    plain, variant = (r.config for r in runs)
+    assert (variant.method.method, variant.method.beta, plain.method.beta) == ("versatune", 0.0, config.method.beta)
+    assert variant.method.prior == prior and variant.train == plain.train and variant.data == plain.data
+    # A variant whose settings do not validate names itself before anything trains.
+    broken = BenchVariant("broken", {"method.method": "versatune", "method.eta": -1})
+    with pytest.raises(ConfigError, match="fostering-broken-seed3: .*method.eta"):
+        plan_runs(config, BenchPlan(seeds=[3], fostering_methods=[], variants=[broken]), prior)
+
+
+def test_cli_variant_syntax():
+    from versatune_mlops.cli import _parse_variant
+    from versatune_mlops.errors import VersaTuneError
+
+    variant = _parse_variant("versatune_paper:method=versatune, beta=0,method.eta=0.5")
+    assert variant == BenchVariant("versatune_paper", {"method.method": "versatune", "method.beta": 0,
+                                                       "method.eta": 0.5})
+    for bad in ("no_colon", "label:", ":beta=0", "label:beta"):
+        with pytest.raises(VersaTuneError, match="LABEL:KEY=VALUE"):
+            _parse_variant(bad)

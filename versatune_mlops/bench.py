@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import platform
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,18 +47,35 @@ RunContext = Callable[[RunConfig, str, Optional[dict]], ContextManager[Sequence[
 
 
 @dataclass
+class BenchVariant:
+    """An extra fostering row, an ablation: a method with its own ``method.*`` overrides, e.g.
+    ``BenchVariant("versatune_paper", {"method.method": "versatune", "method.beta": 0.0})``."""
+
+    label: str
+    overrides: dict[str, Any]
+
+
+# Variants change how the mixture moves, nothing else: the budget, data and prior stay shared.
+VARIANT_FORBIDDEN_KEYS = ("method.mode", "method.target", "method.prior")
+
+
+@dataclass
 class BenchPlan:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     fostering_methods: list[str] = field(default_factory=lambda: list(FOSTERING_METHODS))
     expansion_methods: list[str] = field(default_factory=lambda: list(EXPANSION_METHODS))
     targets: list[str] = field(default_factory=list)
     """Expansion targets; empty runs no expansion benchmark."""
+    variants: list[BenchVariant] = field(default_factory=list)
+    """Extra fostering rows (ablations), run for every seed after the fostering methods."""
 
 
 @dataclass
 class PlannedRun:
     name: str
     config: RunConfig
+    label: str
+    """The row this run belongs to: its method, or its variant's label."""
 
 
 def check_plan(plan: BenchPlan, domains: Sequence[str]) -> None:
@@ -74,7 +92,23 @@ def check_plan(plan: BenchPlan, domains: Sequence[str]) -> None:
     if unknown:
         raise ConfigError(f"Expansion target(s) {unknown} are not domains of this data ({', '.join(domains)}); "
                           f"pick --targets from that list.")
-    if not plan.fostering_methods and not (plan.targets and plan.expansion_methods):
+    labels = [v.label for v in plan.variants]
+    for variant in plan.variants:
+        if not re.fullmatch(r"[a-z0-9_]+", variant.label):
+            raise ConfigError(f"Variant label {variant.label!r} must be lower-case letters, digits and '_' "
+                              f"(it names the run folder), e.g. versatune_paper.")
+        if variant.label in FOSTERING_METHODS or variant.label in EXPANSION_METHODS or labels.count(variant.label) > 1:
+            raise ConfigError(f"Variant label {variant.label!r} is already a method or another variant's label; "
+                              f"give each variant its own name.")
+        bad = [k for k in variant.overrides if not k.startswith("method.") or k in VARIANT_FORBIDDEN_KEYS]
+        if bad:
+            raise ConfigError(f"Variant {variant.label!r} overrides {', '.join(bad)}: a variant may change only "
+                              f"method.* keys other than {', '.join(VARIANT_FORBIDDEN_KEYS)}, because every run of "
+                              f"the benchmark shares the budget, data and prior.")
+        if not variant.overrides:
+            raise ConfigError(f"Variant {variant.label!r} has no overrides, so it would repeat a method; "
+                              f"give it e.g. method.method=versatune,method.beta=0.")
+    if not plan.fostering_methods and not plan.variants and not (plan.targets and plan.expansion_methods):
         raise ConfigError("Nothing to run: give fostering methods, or expansion targets and methods.")
 
 
@@ -85,16 +119,24 @@ def plan_runs(config: RunConfig, plan: BenchPlan, prior: dict[str, float]) -> li
     base["train"].update(save_model=False, checkpoint_every=0, eval_static_mixtures=False)
     base["distributed"]["num_workers"] = 0
     runs = []
-    cases = [("fostering", None, m) for m in plan.fostering_methods]
-    cases += [("expansion", t, m) for t in plan.targets for m in plan.expansion_methods]
+    # (mode, target, row label, method.* overrides)
+    cases = [("fostering", None, m, {"method.method": m}) for m in plan.fostering_methods]
+    cases += [("fostering", None, v.label, v.overrides) for v in plan.variants]
+    cases += [("expansion", t, m, {"method.method": m}) for t in plan.targets for m in plan.expansion_methods]
     # Seed-major: a benchmark stopped part-way has every method on its first seeds.
     for seed in plan.seeds:
-        for mode, target, method in cases:
+        for mode, target, label, overrides in cases:
             tree = copy.deepcopy(base)
-            tree["method"].update(method=method, mode=mode, target=target)
+            for dotted, value in overrides.items():
+                tree["method"][dotted.split(".", 1)[1]] = value
+            tree["method"].update(mode=mode, target=target)
             tree["train"]["seed"] = seed
-            name = f"{mode}-{target + '-' if target else ''}{method}-seed{seed}"
-            runs.append(PlannedRun(name=name, config=validate(from_dict(tree))))
+            name = f"{mode}-{target + '-' if target else ''}{label}-seed{seed}"
+            try:
+                config_of_run = validate(from_dict(tree))
+            except ConfigError as exc:
+                raise ConfigError(f"Bench run {name}: {exc}") from None
+            runs.append(PlannedRun(name=name, config=config_of_run, label=label))
     return runs
 
 
@@ -154,7 +196,7 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
                 gc.collect()
             else:
                 summary = reused
-        records.append(RunRecord.from_summary(summary, run_id=_hooks_run_id(hooks)))
+        records.append(RunRecord.from_summary(summary, run_id=_hooks_run_id(hooks), label=run.label))
 
     report = build_report(records, shared["prior"], plan, config)
     report["wall_seconds"] = time.perf_counter() - started
@@ -180,7 +222,8 @@ def build_report(records: Sequence[RunRecord], prior: dict[str, float], plan: Be
         "fostering": fostering_table(records),
         "expansion": expansion_table(records),
         "overhead": overhead_ratio(records),
-        "runs": [{"mode": r.mode, "method": r.method, "target": r.target, "seed": r.seed, "run_id": r.run_id,
+        "runs": [{"mode": r.mode, "method": r.method, "label": r.row, "target": r.target, "seed": r.seed,
+                  "run_id": r.run_id,
                   "score": r.score(), "loss_after": r.loss_after, "train_seconds": r.train_seconds,
                   "midrun_eval_seconds": r.midrun_eval_seconds, "weight_trajectory": r.weight_trajectory}
                  for r in records],

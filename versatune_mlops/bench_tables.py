@@ -43,16 +43,24 @@ class RunRecord:
     midrun_eval_seconds: float = 0.0
     weight_trajectory: list[dict] = field(default_factory=list)
     run_id: Optional[str] = None
+    label: Optional[str] = None
+    """The table row: a variant's label, or None for the method's own row."""
+
+    @property
+    def row(self) -> str:
+        return self.label or self.method
 
     @classmethod
-    def from_summary(cls, summary: Mapping[str, Any], run_id: Optional[str] = None) -> "RunRecord":
+    def from_summary(cls, summary: Mapping[str, Any], run_id: Optional[str] = None,
+                     label: Optional[str] = None) -> "RunRecord":
         return cls(mode=summary["mode"], method=summary["method"], seed=int(summary["config"]["train"]["seed"]),
                    domains=list(summary["domains"]), loss_before=dict(summary["eval_loss_before"]),
                    loss_after=dict(summary["eval_loss_after"]), accuracy_before=dict(summary["accuracy_before"]),
                    accuracy_after=dict(summary["accuracy_after"]), target=summary.get("target"),
                    train_seconds=float(summary["train_seconds"]),
                    midrun_eval_seconds=float(summary.get("midrun_eval_seconds", 0.0)),
-                   weight_trajectory=list(summary["weight_trajectory"]), run_id=run_id)
+                   weight_trajectory=list(summary["weight_trajectory"]), run_id=run_id,
+                   label=label if label and label != summary["method"] else None)
 
     def score(self) -> float:
         return float(np.mean([math.exp(-self.loss_after[d]) for d in self.domains]))
@@ -111,7 +119,7 @@ def estimate(values: Sequence[float]) -> Estimate:
 def _by_method(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     grouped: dict[str, list[RunRecord]] = {}
     for r in records:
-        grouped.setdefault(r.method, []).append(r)
+        grouped.setdefault(r.row, []).append(r)
     return grouped
 
 

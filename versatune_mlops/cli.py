@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("--expansion-methods", default="", help="expansion methods, comma-separated (default: all)")
     methods.add_argument("--targets", default="", help="expansion targets, comma-separated, 'all' or 'none' "
                          "(default: all domains; --quick: the first)")
+    methods.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE...]",
+                         help="an extra fostering row with its own method.* settings (an ablation), e.g. "
+                         "--variant versatune_paper:method=versatune,beta=0 (keys without a section are method.*)")
     methods.add_argument("--quick", nargs="?", const="true", default="false", choices=("true", "false"),
                          help="smoke run: one seed, one target, at most 8 steps, 8 eval items per domain, no accuracy")
     methods.add_argument("--report-only", action="store_true",
@@ -507,7 +511,8 @@ def cmd_bench(args) -> int:
     targets = [] if args.targets == "none" else (
         list(domains) if args.targets in ("", "all") and not args.quick else (_csv(args.targets) or [domains[0]]))
     plan = BenchPlan(seeds=seeds, fostering_methods=fostering, targets=targets,
-                     expansion_methods=_csv(args.expansion_methods) or list(EXPANSION_METHODS))
+                     expansion_methods=_csv(args.expansion_methods) or list(EXPANSION_METHODS),
+                     variants=[_parse_variant(text) for text in args.variant])
     from .bench import check_plan
 
     check_plan(plan, domains)  # before any run exists
@@ -522,6 +527,7 @@ def cmd_bench(args) -> int:
 
             log_params(run_id, {"bench.seeds": seeds, "bench.methods": fostering, "bench.targets": targets,
                                 "bench.expansion_methods": plan.expansion_methods, "bench.quick": args.quick,
+                                "bench.variants": {v.label: v.overrides for v in plan.variants},
                                 **config.flat()})
             context["run_context"] = bench_run_context(run_id, mlflow.get_run(run_id).info.experiment_id)
         report = run_benchmark(config, plan, args.output_dir, report_only=args.report_only, **context)
@@ -535,6 +541,22 @@ def cmd_bench(args) -> int:
         print(f"Not finished yet ({len(report['missing_runs'])}): {', '.join(report['missing_runs'])}")
     print(f"Bench wall time {report['wall_seconds']:.0f} s; tables in {Path(args.output_dir) / 'report.md'}")
     return 0
+
+
+def _parse_variant(text: str):
+    """``LABEL:KEY=VALUE[,KEY=VALUE...]`` -> BenchVariant; values are YAML, bare keys are method.* keys."""
+    from .bench import BenchVariant
+
+    label, sep, body = text.partition(":")
+    items = [item for item in re.split(r",(?=\s*[A-Za-z_][\w.]*\s*=)", body) if item.strip()] if sep else []
+    if not label.strip() or not items or not all("=" in item for item in items):
+        raise VersaTuneError(f"--variant {text!r} must look like LABEL:KEY=VALUE[,KEY=VALUE...], "
+                             f"e.g. --variant versatune_paper:method=versatune,beta=0.")
+    overrides = {}
+    for item in items:
+        key, value = (part.strip() for part in item.split("=", 1))
+        overrides[key if "." in key else f"method.{key}"] = yaml.safe_load(value)
+    return BenchVariant(label=label.strip(), overrides=overrides)
 
 
 def cmd_bench_tune(args) -> int:

@@ -83,7 +83,7 @@ def bench_trajectories_figure(runs: Sequence[Mapping], path: Path) -> Path:
     """Weight trajectories side by side, one panel per (mode, target, method), first seed of each."""
     panels: dict[str, Mapping] = {}
     for run in runs:
-        label = f"{run['method']}" + (f" (expand {run['target']})" if run.get("target") else "")
+        label = run.get("label", run["method"]) + (f" (expand {run['target']})" if run.get("target") else "")
         panels.setdefault(label, run)
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
