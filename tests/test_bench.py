@@ -92,6 +92,18 @@ def test_overhead_ratio_counts_the_dynamic_methods_evaluations():
     assert overhead_ratio(records)["ratio"] == pytest.approx(1.08)
     assert overhead_ratio(records)["within_run_ratio"] == pytest.approx(1.08)
     assert overhead_ratio(records[:1]) is None
+    assert "interval_for_target" not in overhead_ratio(records)  # no step counts: no projection
+
+
+def test_overhead_projects_the_interval_that_meets_the_target():
+    # 40 steps of 2.5 s with 4 evaluation passes of 6 s: every K steps adds 6 / (2.5 K); <= 10% needs K >= 24.
+    dynamic = record("versatune", 0, (1.9,) * 3, seconds=100, midrun=24)
+    dynamic.steps, dynamic.reweighting_evaluations = 40, 4
+    overhead = overhead_ratio([dynamic, record("versatune_constant", 0, (1.9,) * 3, seconds=100)])
+    assert overhead["seconds_per_step"] == pytest.approx(2.5)
+    assert overhead["seconds_per_evaluation"] == pytest.approx(6.0)
+    assert overhead["interval_for_target"] == 24
+    assert "re-weighting every 24 steps or more keeps the overhead within 10%" in render_markdown({"overhead": overhead})
 
 
 def test_expansion_baselines_put_the_target_first():
