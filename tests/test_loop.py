@@ -1,5 +1,6 @@
 """Integration tests of the training loop on the tiny model: probe -> train, resume, faults, methods."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -157,12 +158,20 @@ def test_expansion_grows_the_target(tiny_config, tmp_path):
     assert shares[-1] <= 0.9 + 1e-12
 
 
-def test_specialist_reference_losses_are_cached(tiny_config, tmp_path):
+def test_specialist_reference_losses_are_cached(tiny_config, tmp_path, monkeypatch):
     config = tiny_config(**{"method.reference": "specialist", "method.specialist_steps": 3,
                             "train.max_steps": 4, "train.save_model": False, "method.method": "doremi",
                             "data.domains": ["law", "code"]})
     first = train(config, tmp_path / "a")
     assert set(first["reference_loss"]) == {"law", "code"}
     assert all(first["reference_loss"][d] < first["eval_loss_before"][d] for d in ("law", "code"))
-    second = train(config, tmp_path / "b")
+    # Another seed reuses the same reference: it belongs to the model and data, not to the run.
+    other_seed = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=config.train.seed + 7))
+    from versatune_mlops import loop
+
+    specialist_runs = []
+    real_train = loop.train
+    monkeypatch.setattr(loop, "train", lambda *a, **k: specialist_runs.append(a) or real_train(*a, **k))
+    second = train(other_seed, tmp_path / "b")
+    assert specialist_runs == []  # read from the cache, not trained again
     assert second["reference_loss"] == first["reference_loss"]

@@ -9,6 +9,8 @@ Strategies and what they cost:
   ``specialist_steps`` steps on that domain alone from the base model; ℓ_ref,d is its best held-out
   loss. Costs |D| × specialist_steps training steps plus their evaluations, once: the result is
   cached on disk under the model cache, keyed by model, data fingerprint and training budget.
+  The specialists train with a fixed seed, not the run's: ℓ_ref is a property of the model and
+  the data, so every seed of a benchmark and every trial of a sweep shares one computation.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from .models import cache_root
 
 log = logging.getLogger(__name__)
 
+SPECIALIST_SEED = 0
+
 
 def reference_losses(config: RunConfig, inputs, base_losses: Mapping[str, float]) -> dict[str, float]:
     mc, domains = config.method, inputs.data.domains
@@ -42,7 +46,7 @@ def _cache_key(config: RunConfig, inputs) -> str:
     t, m = config.train, config.model
     budget = {
         "model": inputs.loaded.source, "data": inputs.data.fingerprint(), "steps": config.method.specialist_steps,
-        "lr": t.learning_rate, "batch": t.batch_size, "max_length": t.max_length, "seed": t.seed,
+        "lr": t.learning_rate, "batch": t.batch_size, "max_length": t.max_length, "seed": SPECIALIST_SEED,
         "lora": [m.lora, m.lora_r, m.lora_alpha], "bf16": m.bf16,
     }
     return hashlib.sha256(json.dumps(budget, sort_keys=True).encode()).hexdigest()[:16]
@@ -70,7 +74,7 @@ def specialist_reference_losses(config: RunConfig, inputs) -> dict[str, float]:
             method=dataclasses.replace(config.method, method="uniform", mode="fostering", target=None, prior=None,
                                        reference="initial_fraction", interval=max(1, steps // 4)),
             train=dataclasses.replace(config.train, max_steps=steps, checkpoint_every=0, eval_accuracy=False,
-                                      save_model=False),
+                                      save_model=False, seed=SPECIALIST_SEED),
         )
         with tempfile.TemporaryDirectory(prefix="versatune-specialist-") as tmp:
             summary = train(specialist, Path(tmp), inputs=prepare_inputs(specialist, data=single))
