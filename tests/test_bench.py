@@ -84,6 +84,8 @@ def test_expansion_kept_gain_and_degradation_reduction_are_relative_to_target_on
     assert rows["versatune"]["kept"]["mean"] == pytest.approx(0.9)
     assert rows["versatune"]["non_target_change"]["mean"] == pytest.approx(0.1)
     assert rows["versatune"]["degradation_reduction"]["mean"] == pytest.approx(1 - 0.1 / 0.3)
+    markdown = render_markdown({"expansion": expansion_table(records)})
+    assert "| versatune | 1 | 0.3600 | 0.1000 | 90.0% | +66.7% |" in markdown
 
 
 def test_overhead_ratio_counts_the_dynamic_methods_evaluations():

@@ -96,10 +96,12 @@ class Estimate:
     def high(self) -> float:
         return self.mean + (self.half_width or 0.0)
 
-    def format(self, digits: int = 4, scale: float = 1.0, suffix: str = "") -> str:
+    def format(self, digits: int = 4, scale: float = 1.0, suffix: str = "", signed: Optional[bool] = None) -> str:
+        """Gains in % carry their sign unless ``signed=False`` (a share such as "93.4% kept")."""
         if not math.isfinite(self.mean):
             return "n/a"
-        text = f"{self.mean * scale:+.{digits}f}" if suffix == "%" else f"{self.mean * scale:.{digits}f}"
+        signed = suffix == "%" if signed is None else signed
+        text = f"{self.mean * scale:+.{digits}f}" if signed else f"{self.mean * scale:.{digits}f}"
         if self.half_width is not None and math.isfinite(self.half_width):
             text += f" ± {self.half_width * scale:.{digits}f}"
         return text + suffix
@@ -273,7 +275,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                   "|---|---|---|---|---|---|"]
         for row in block["rows"]:
             lines.append(f"| {row['method']} | {len(row['seeds'])} | {_est(row['target_gain']).format(4)}"
-                         f" | {_est(row['non_target_change']).format(4)} | {_est(row['kept']).format(1, 100, '%')}"
+                         f" | {_est(row['non_target_change']).format(4)} | {_est(row['kept']).format(1, 100, '%', signed=False)}"
                          f" | {_est(row['degradation_reduction']).format(1, 100, '%')} |")
         lines.append("")
     overhead = report.get("overhead")
