@@ -175,3 +175,16 @@ def test_specialist_reference_losses_are_cached(tiny_config, tmp_path, monkeypat
     second = train(other_seed, tmp_path / "b")
     assert specialist_runs == []  # read from the cache, not trained again
     assert second["reference_loss"] == first["reference_loss"]
+
+
+def test_lora_initialisation_follows_the_run_seed_not_the_process_history(tiny_config):
+    def lora_weights(seed):
+        config = tiny_config(**{"model.lora": True, "model.lora_r": 4, "train.seed": seed})
+        model = prepare_inputs(config).loaded.model
+        return torch.cat([p.detach().flatten() for n, p in model.named_parameters() if "lora_A" in n])
+
+    first = lora_weights(3)
+    torch.manual_seed(12345)  # what an earlier run in the same process might leave behind
+    torch.rand(1000)
+    assert torch.equal(lora_weights(3), first)
+    assert not torch.equal(lora_weights(4), first)

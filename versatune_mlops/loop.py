@@ -75,6 +75,9 @@ def prepare_inputs(config: RunConfig, data: Optional[DomainData] = None) -> RunI
     data = data or load_domain_data(config.data)
     check_domains_against_data(config, data.domains)
     corpus = [example_text(ex) for d in data.domains for ex in data.train[d]]
+    # LoRA's A matrices are drawn from the global RNG: seed it here, so the initialisation is the
+    # run's (train.seed), not whatever an earlier run in this process left (benchmarks, sweeps).
+    _seed_everything(config.train.seed)
     loaded = load_model(config.model, tokenizer_corpus=corpus)
     check_max_length(loaded.tokenizer, config.train.max_length)
     train_encoded = encode_split(loaded.tokenizer, data.train, config.train.max_length, "train")
