@@ -32,7 +32,7 @@ from typing import Any, Callable, ContextManager, Optional, Sequence
 
 from .bench_tables import RunRecord, expansion_table, fostering_table, overhead_ratio, render_markdown
 from .checkpointing import write_json_atomic
-from .config import RunConfig, from_dict, validate
+from .config import RunConfig, from_dict, set_dotted, validate
 from .errors import ConfigError
 from .hooks import TrainingHooks
 
@@ -128,7 +128,7 @@ def plan_runs(config: RunConfig, plan: BenchPlan, prior: dict[str, float]) -> li
         for mode, target, label, overrides in cases:
             tree = copy.deepcopy(base)
             for dotted, value in overrides.items():
-                tree["method"][dotted.split(".", 1)[1]] = value
+                set_dotted(tree, dotted, value)
             tree["method"].update(mode=mode, target=target)
             tree["train"]["seed"] = seed
             name = f"{mode}-{target + '-' if target else ''}{label}-seed{seed}"

@@ -274,7 +274,7 @@ def load_config(
             raise ConfigError(f"Config file {str(path)!r} does not exist. Check the --config path.")
         tree = _deep_merge(tree, _read_yaml(path))
     for dotted, value in (overrides or {}).items():
-        _set_dotted(tree, dotted, value)
+        set_dotted(tree, dotted, value)
     config = from_dict(tree)
     validate(config)
     return config
@@ -300,7 +300,7 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = tree
     for part in parts[:-1]:
