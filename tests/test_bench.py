@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from versatune_mlops.bench import EXPANSION_METHODS, FOSTERING_METHODS, BenchPlan, BenchVariant, check_plan
-from versatune_mlops.bench_tables import (RunRecord, estimate, expansion_table, fostering_table, overhead_ratio,
+from versatune_mlops.bench.methods import EXPANSION_METHODS, FOSTERING_METHODS, BenchPlan, BenchVariant, check_plan
+from versatune_mlops.bench.tables import (RunRecord, estimate, expansion_table, fostering_table, overhead_ratio,
                                           render_markdown)
 from versatune_mlops.config import load_config
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.reweighting import build_strategy
+from versatune_mlops.mixing.strategies import build_strategy
 
 DOMAINS = ["law", "medicine", "finance"]
 
@@ -215,7 +215,7 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
 
 
 def test_plan_shares_everything_but_the_mixture_and_runs_seed_major():
-    from versatune_mlops.bench import plan_runs
+    from versatune_mlops.bench.methods import plan_runs
 
     config = load_config("tiny")
     prior = {d: 1 / 6 for d in ["law", "medicine", "finance", "science", "code", "general"]}
@@ -234,7 +234,7 @@ def test_plan_shares_everything_but_the_mixture_and_runs_seed_major():
 
 
 def test_a_variant_changes_only_its_method_settings_and_names_its_runs():
-    from versatune_mlops.bench import plan_runs
+    from versatune_mlops.bench.methods import plan_runs
 
     config = load_config("tiny")
     prior = {d: 1 / 6 for d in ["law", "medicine", "finance", "science", "code", "general"]}

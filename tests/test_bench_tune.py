@@ -1,9 +1,9 @@
 """Tune-efficiency benchmark: compute to reach the grid's best, from trial records in the order they ran."""
 
-from versatune_mlops.bench_tune import (DEFAULT_SPACE, SearcherRun, TuneBenchmark, compute_to_reach, compute_used,
+from versatune_mlops.bench.tune_efficiency import (DEFAULT_SPACE, SearcherRun, TuneBenchmark, compute_to_reach, compute_used,
                                         searcher_configs, within)
 from versatune_mlops.config import load_config
-from versatune_mlops.tuning import SweepResult, TrialRecord, grid_size, pick_best
+from versatune_mlops.integrations.ray.tuning import SweepResult, TrialRecord, grid_size, pick_best
 
 
 def _trial(started, steps, objective, status="finished"):

@@ -50,7 +50,7 @@ def test_yaml_config_file(tmp_path):
 @pytest.mark.parametrize(
     "overrides, fragment",
     [
-        ({"method.method": "magic"}, "Unknown method 'magic'. Use one of: versatune"),
+        ({"method.method": "magic"}, "Unknown method 'magic'. Use one of: uniform"),
         ({"method.mode": "grow"}, "Unknown mode 'grow'"),
         ({"method.mode": "expansion"}, "Expansion mode needs a target domain"),
         ({"method.mode": "expansion", "method.target": "law", "method.method": "uniform"}, "does not support it"),
@@ -59,7 +59,7 @@ def test_yaml_config_file(tmp_path):
         ({"method.alpha": -1.0}, "method.alpha=-1.0 is out of range"),
         ({"method.beta": float("nan")}, "method.beta=nan is out of range"),
         ({"method.eta": 1e9}, "method.eta=1000000000.0 is out of range"),
-        ({"method.epsilon": 1.5}, "method.epsilon=1.5 must be in [0, 1]"),
+        ({"method.epsilon": 1.5}, "method.epsilon=1.5 is out of range; it must be a finite number in [0, 1]"),
         ({"method.interval": -2}, "method.interval=-2"),
         ({"method.prior": {"law": -0.1, "code": 1.0}}, "method.prior['law'] = -0.1 is not a finite non-negative"),
         ({"method.prior": {"law": float("nan"), "code": 1.0}}, "method.prior['law'] = nan"),

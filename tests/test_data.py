@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from versatune_mlops.config import DEFAULT_DOMAINS, DataConfig
-from versatune_mlops.data import SUBJECT_TO_DOMAIN, DomainData, MCItem, SFTExample, load_domain_data
+from versatune_mlops.data.sources import SUBJECT_TO_DOMAIN, DomainData, MCItem, SFTExample, load_domain_data
 from versatune_mlops.errors import ConfigError, DataError
 
 # ----------------------------------------------------------------------------------------------

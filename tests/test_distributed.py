@@ -8,9 +8,9 @@ import time
 import pytest
 
 from versatune_mlops.config import load_config
-from versatune_mlops.distributed import check_resources, train_distributed
+from versatune_mlops.integrations.ray.distributed import check_resources, train_distributed
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.loop import train
+from versatune_mlops.training.loop import train
 
 PRIOR = {"law": 0.3, "medicine": 0.1, "finance": 0.2, "science": 0.1, "code": 0.2, "general": 0.1}
 # Gradients are summed across workers by all-reduce, in a different order than one process sums

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from versatune_mlops.config import load_config
-from versatune_mlops.data import load_domain_data
-from versatune_mlops.evaluation import choice_mean_losses, domain_accuracy, per_example_loss
-from versatune_mlops.formatting import collate, encode_choice
-from versatune_mlops.loop import prepare_inputs
+from versatune_mlops.data.sources import load_domain_data
+from versatune_mlops.training.evaluation import choice_mean_losses, domain_accuracy, per_example_loss
+from versatune_mlops.data.formatting import collate, encode_choice
+from versatune_mlops.training.setup import prepare_inputs
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from versatune_mlops.data import SFTExample
+from versatune_mlops.data.sources import SFTExample
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.formatting import (
+from versatune_mlops.data.formatting import (
     IGNORE_INDEX,
     check_max_length,
     collate,

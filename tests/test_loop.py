@@ -9,8 +9,9 @@ import torch
 
 from versatune_mlops.config import EXPANSION_ONLY_METHODS, METHODS
 from versatune_mlops.errors import TrainingDivergedError
-from versatune_mlops.hooks import TrainingHooks
-from versatune_mlops.loop import prepare_inputs, train
+from versatune_mlops.training.hooks import TrainingHooks
+from versatune_mlops.training.loop import train
+from versatune_mlops.training.setup import prepare_inputs
 
 
 class Recorder(TrainingHooks):
@@ -167,11 +168,11 @@ def test_specialist_reference_losses_are_cached(tiny_config, tmp_path, monkeypat
     assert all(first["reference_loss"][d] < first["eval_loss_before"][d] for d in ("law", "code"))
     # Another seed reuses the same reference: it belongs to the model and data, not to the run.
     other_seed = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=config.train.seed + 7))
-    from versatune_mlops import loop
+    from versatune_mlops.training import reference
 
     specialist_runs = []
-    real_train = loop.train
-    monkeypatch.setattr(loop, "train", lambda *a, **k: specialist_runs.append(a) or real_train(*a, **k))
+    real_train = reference.train_specialist
+    monkeypatch.setattr(reference, "train_specialist", lambda *a, **k: specialist_runs.append(a) or real_train(*a, **k))
     second = train(other_seed, tmp_path / "b")
     assert specialist_runs == []  # read from the cache, not trained again
     assert second["reference_loss"] == first["reference_loss"]

@@ -7,12 +7,14 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from versatune_mlops import __version__, run_context
+from versatune_mlops import __version__
+
+from versatune_mlops.integrations.mlflow import run_context
 from versatune_mlops.config import load_config
-from versatune_mlops.data import load_domain_data
+from versatune_mlops.data.sources import load_domain_data
 from versatune_mlops.errors import DataError
-from versatune_mlops.plugins.evaluator import evaluation_frame
-from versatune_mlops.tracking import configure_tracking
+from versatune_mlops.integrations.mlflow.plugins.evaluator import evaluation_frame
+from versatune_mlops.integrations.mlflow.tracking import configure_tracking
 
 DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
 STEPS = 6
@@ -24,7 +26,7 @@ TRAIN = ["--set", f"train.max_steps={STEPS}", "--set", "method.interval=3", "--s
 def champion(tmp_path_factory):
     """A tracked tiny training run whose model is registered as vt-plugin@champion."""
     from versatune_mlops.cli import main
-    from versatune_mlops.registry import register_best
+    from versatune_mlops.integrations.mlflow.registry import register_best
 
     folder = tmp_path_factory.mktemp("plugins")
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -55,8 +57,8 @@ def _metric_at(client, run_id, key, step):
 def test_plugins_are_registered_as_entry_points():
     names = {group: {e.name: e.value for e in entry_points(group=group)}
              for group in ("mlflow.model_evaluator", "mlflow.run_context_provider", "mlflow.project_backend")}
-    assert names["mlflow.model_evaluator"]["versatune"] == "versatune_mlops.plugins.evaluator:VersaTuneEvaluator"
-    assert names["mlflow.project_backend"]["ray"] == "versatune_mlops.plugins.ray_backend:RayBackend"
+    assert names["mlflow.model_evaluator"]["versatune"] == "versatune_mlops.integrations.mlflow.plugins.evaluator:VersaTuneEvaluator"
+    assert names["mlflow.project_backend"]["ray"] == "versatune_mlops.integrations.mlflow.plugins.ray_backend:RayBackend"
     assert "versatune" in names["mlflow.run_context_provider"]
     assert "versatune" in mlflow.models.list_evaluators(), "MLflow's evaluator registry loaded the entry point"
 
@@ -87,8 +89,8 @@ def test_evaluator_on_the_champion_equals_the_runs_own_final_evaluation(champion
 @pytest.mark.slow
 def test_evaluator_on_a_logged_base_model_equals_the_runs_step_zero(champion, tmp_path):
     """Before vs after SFT: the untrained tiny model, logged for comparison, scores as the run's step 0."""
-    from versatune_mlops.loop import prepare_inputs
-    from versatune_mlops.tracking import log_transformers_model
+    from versatune_mlops.training.setup import prepare_inputs
+    from versatune_mlops.integrations.mlflow.tracking import log_transformers_model
 
     inputs = prepare_inputs(load_config("tiny"))
     inputs.loaded.model.save_pretrained(tmp_path / "base")

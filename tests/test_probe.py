@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from versatune_mlops.config import DataConfig, ProbeConfig
-from versatune_mlops.data import load_domain_data
+from versatune_mlops.data.sources import load_domain_data
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.probe import ESTIMATORS, aggregate_distribution, build_estimator, fit_estimator, run_probe
+from versatune_mlops.mixing.probe import ESTIMATORS, aggregate_distribution, build_estimator, fit_estimator, run_probe
 
 
 def test_aggregate_is_mean_of_probability_vectors():
@@ -48,7 +48,7 @@ def test_estimator_is_not_biased_by_domain_sizes(small_data):
 
 
 def test_run_probe_generates_and_aggregates(tiny_config):
-    from versatune_mlops.loop import prepare_inputs
+    from versatune_mlops.training.setup import prepare_inputs
 
     config = tiny_config(**{"probe.num_samples": 10, "probe.batch_size": 4, "probe.floor": 0.05})
     inputs = prepare_inputs(config)

@@ -1,4 +1,4 @@
-"""Behavioural tests of the pure re-weighting maths and the strategy registry (DESIGN.md §2.2-2.4)."""
+"""Behavioural tests of the pure re-weighting maths (mixing/weights) and the strategy registry (mixing/strategies)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,17 @@ import numpy as np
 import pytest
 
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.reweighting import (
+from versatune_mlops.mixing.strategies import (
     STRATEGIES,
     DomainSignals,
     WeightingStrategy,
-    apply_floor,
     build_strategy,
+    method_names,
+    register_strategy,
+)
+from versatune_mlops.mixing.weights import (
+    Coefficients,
+    apply_floor,
     doremi_update,
     expansion_initial_weights,
     expansion_update,
@@ -27,7 +32,6 @@ from versatune_mlops.reweighting import (
     odm_exploration_rate,
     odm_probabilities,
     odm_reward_update,
-    register_strategy,
     versatune_update,
 )
 
@@ -181,11 +185,15 @@ def test_smoothing_mixes_toward_uniform():
 
 
 @pytest.mark.parametrize("name, value", [("alpha", -1.0), ("eta", float("nan")), ("epsilon", 1.5), ("beta", float("inf"))])
-def test_bad_coefficients_raise_config_error(name, value):
+def test_coefficients_outside_the_maths_are_a_bug_not_a_silent_nan(name, value):
+    # The user-facing ranges are config.validate's (test_config); the maths only refuses values for
+    # which the update is undefined, whether passed to the function or to the Coefficients object.
     coef = dict(alpha=1.0, beta=1.0, eta=1.0, epsilon=0.0)
     coef[name] = value
-    with pytest.raises(ConfigError, match=name):
+    with pytest.raises(ValueError, match=name):
         versatune_update([0.5, 0.5], [0.1, 0.2], [0.0, 0.0], **coef)
+    with pytest.raises(ValueError, match=name):
+        Coefficients(**coef)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,7 +325,8 @@ def test_odm_strategy_prefers_high_loss_domain_and_resumes_exactly():
 def make(method: str, **kwargs) -> WeightingStrategy:
     kwargs.setdefault("prior", PRIOR)
     kwargs.setdefault("sizes", SIZES)
-    return build_strategy(method, DOMAINS, **kwargs)
+    coefficients = {name: kwargs.pop(name) for name in ("alpha", "beta", "eta", "epsilon") if name in kwargs}
+    return build_strategy(method, DOMAINS, coefficients=Coefficients(**coefficients), **kwargs)
 
 
 def signals_for(k: int, seed: int = 0) -> DomainSignals:
@@ -330,9 +339,38 @@ def signals_for(k: int, seed: int = 0) -> DomainSignals:
 def test_registry_holds_exactly_the_documented_methods():
     assert sorted(STRATEGIES) == sorted(ALL_METHODS + EXPANSION_BASELINES)
     yaml = pytest.importorskip("yaml")  # noqa: F841  (config imports it)
-    from versatune_mlops.config import METHODS
+    from versatune_mlops.bench.methods import EXPANSION_METHODS, FOSTERING_METHODS
+    from versatune_mlops.config import EXPANSION_ONLY_METHODS, METHODS
+    from versatune_mlops.training.setup import PRIOR_METHODS
 
     assert sorted(METHODS) == sorted(STRATEGIES)
+    # Every other list is the registry filtered by the classes' attributes, in registration order.
+    assert EXPANSION_ONLY_METHODS == ("target_only", "target_uniform")
+    assert EXPANSION_METHODS == ("target_only", "target_uniform", "versatune")
+    assert PRIOR_METHODS == ("inverse_probe", "versatune_constant", "versatune")
+    assert FOSTERING_METHODS == ("uniform", "size_proportional", "inverse_probe", "versatune_constant", "doremi",
+                                 "odm", "versatune")
+
+
+def test_a_registered_method_appears_in_every_derived_list():
+    @register_strategy
+    class GrowFirst(WeightingStrategy):
+        name = "grow_first_test_only"
+        dynamic = True
+        needs_prior = True
+        supports_expansion = True
+
+        def initial_weights(self):
+            return self.prior
+
+    try:
+        assert "grow_first_test_only" in method_names()
+        assert "grow_first_test_only" in method_names(needs_prior=True)
+        assert "grow_first_test_only" in method_names(supports_expansion=True, expansion_only=False)
+        assert "grow_first_test_only" not in method_names(expansion_only=True)
+        assert "grow_first_test_only" not in method_names(dynamic=False)
+    finally:
+        STRATEGIES.pop("grow_first_test_only", None)
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
@@ -462,7 +500,7 @@ def test_register_strategy_adds_a_method_without_touching_the_factory():
 
 def test_method_core_imports_no_heavy_dependencies():
     code = (
-        "import sys, versatune_mlops.reweighting, versatune_mlops.sampler\n"
+        "import sys, versatune_mlops.mixing.weights, versatune_mlops.mixing.strategies, versatune_mlops.mixing.sampler\n"
         "heavy = sorted(m for m in ('torch', 'mlflow', 'ray') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )

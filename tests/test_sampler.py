@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from versatune_mlops.errors import ConfigError, DataError
-from versatune_mlops.sampler import DomainSampler
+from versatune_mlops.mixing.sampler import DomainSampler
 
 SIZES = [50, 30, 200, 7]
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from versatune_mlops.config import load_config
-from versatune_mlops.loop import prepare_inputs, train
+from versatune_mlops.training.loop import train
+from versatune_mlops.training.setup import prepare_inputs
 
 pytestmark = pytest.mark.slow
 

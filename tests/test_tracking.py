@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from versatune_mlops.cli import main
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.registry import register_best
-from versatune_mlops.tracking import configure_tracking, tracked_run
+from versatune_mlops.integrations.mlflow.registry import register_best
+from versatune_mlops.integrations.mlflow.tracking import configure_tracking, tracked_run
 
 DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from versatune_mlops.config import load_config
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.tuning import FAIL_TRIAL_ENV, TrialRecord, fault_drill, grid_size, pick_best, trial_concurrency
+from versatune_mlops.integrations.ray.tuning import FAIL_TRIAL_ENV, TrialRecord, fault_drill, grid_size, pick_best, trial_concurrency
 
 DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
 
@@ -53,8 +53,8 @@ def test_a_malformed_fault_drill_is_rejected(value, monkeypatch):
 def test_a_failing_trial_is_reported_and_the_sweep_finishes_with_the_others(tmp_path, monkeypatch):
     import mlflow
 
-    from versatune_mlops.tracking import configure_tracking, tracked_run
-    from versatune_mlops.tuning import run_sweep
+    from versatune_mlops.integrations.mlflow.tracking import configure_tracking, tracked_run
+    from versatune_mlops.integrations.ray.tuning import run_sweep
 
     monkeypatch.setenv(FAIL_TRIAL_ENV, "alpha=1.0")
     uri = configure_tracking(f"sqlite:///{tmp_path / 'mlflow.db'}")

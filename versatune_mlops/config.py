@@ -17,26 +17,15 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from .errors import ConfigError
+from .mixing.strategies import MODES, check_method_mode, method_names
+from .mixing.weights import Coefficients
 
 DEFAULT_DOMAINS = ("law", "medicine", "finance", "science", "code", "general")
 
-# Methods of DESIGN.md §2.2-2.4. The re-weighting module registers one strategy per name; the
-# set is repeated here so a config can be validated without importing the strategies.
-METHODS = (
-    "versatune",
-    "versatune_constant",
-    "uniform",
-    "size_proportional",
-    "inverse_probe",
-    "doremi",
-    "odm",
-    "target_only",
-    "target_uniform",
-)
-# Methods that only make sense when growing one target domain (the expansion baselines of §2.3).
-EXPANSION_METHODS = ("versatune", "target_only", "target_uniform")
-EXPANSION_ONLY_METHODS = ("target_only", "target_uniform")
-MODES = ("fostering", "expansion")
+# Every method list derives from the strategy registry (mixing/strategies.py): one class per method.
+METHODS = method_names()
+EXPANSION_METHODS = method_names(supports_expansion=True)
+EXPANSION_ONLY_METHODS = method_names(expansion_only=True)
 REFERENCE_STRATEGIES = ("initial_fraction", "fixed", "specialist")
 ESTIMATORS = ("tfidf_logreg",)
 
@@ -141,6 +130,10 @@ class MethodConfig:
     target_initial_share: float = 0.5
     target_max_share: float = 0.9
 
+    def coefficients(self) -> Coefficients:
+        """The re-weighting coefficients as one frozen object (ranges checked by validate())."""
+        return Coefficients(alpha=self.alpha, beta=self.beta, eta=self.eta, epsilon=self.epsilon)
+
 
 @dataclass
 class TrainConfig:
@@ -184,7 +177,17 @@ class DistributedConfig:
 
 
 SEARCHERS = ("random", "grid", "optuna")
-TUNED = ("alpha", "beta", "eta", "epsilon")
+# The user-facing range of every re-weighting coefficient: method.<name> and the tune.<name> ranges.
+COEFFICIENT_BOUNDS = {"alpha": (0.0, 100.0), "beta": (0.0, 100.0), "eta": (0.0, 100.0), "epsilon": (0.0, 1.0)}
+TUNED = tuple(COEFFICIENT_BOUNDS)
+# Objectives a sweep or the registry can rank by, and which way is better. Any other metric ranks
+# as objective_mode() says: eval_loss/* is minimised, everything else maximised.
+OBJECTIVES = {"score/multi_domain": "max", "eval_loss/mean": "min", "eval_loss/worst": "min", "accuracy/mean": "max"}
+
+
+def objective_mode(metric: str) -> str:
+    """'min' or 'max': the direction in which ``metric`` improves."""
+    return OBJECTIVES.get(metric, "min" if metric.startswith("eval_loss/") else "max")
 
 
 @dataclass
@@ -403,24 +406,17 @@ def validate(config: RunConfig) -> RunConfig:
     _check(p.estimator in ESTIMATORS, f"probe.estimator={p.estimator!r} is unknown; use one of {', '.join(ESTIMATORS)}.")
     _check(0 <= p.floor < 1, f"probe.floor={p.floor} must be in [0, 1).")
 
-    _check(mc.method in METHODS, f"Unknown method {mc.method!r}. Use one of: {', '.join(METHODS)}.")
-    _check(mc.mode in MODES, f"Unknown mode {mc.mode!r}. Use 'fostering' or 'expansion'.")
-    _check(mc.mode == "expansion" or mc.method not in EXPANSION_ONLY_METHODS,
-           f"method={mc.method!r} is an expansion baseline; pass --mode expansion --target DOMAIN.")
+    check_method_mode(mc.method, mc.mode)  # the registry's classes say which method supports which mode
     if mc.mode == "expansion":
-        _check(mc.method in EXPANSION_METHODS,
-               f"Expansion mode supports the methods {', '.join(EXPANSION_METHODS)}; method={mc.method!r} does not "
-               f"support it. Use one of those, or --mode fostering.")
         _check(mc.target is not None, "Expansion mode needs a target domain: pass --target DOMAIN.")
         if d.domains is not None:
             _check(mc.target in d.domains,
                    f"Target domain {mc.target!r} is not a domain of this run ({', '.join(d.domains)}). "
                    f"Pick --target from that list.")
-    for name in ("alpha", "beta", "eta"):
+    for name, (low, high) in COEFFICIENT_BOUNDS.items():
         value = getattr(mc, name)
-        _check(_is_number(value) and 0 <= value <= 100,
-               f"method.{name}={value!r} is out of range; it must be a finite number in [0, 100].")
-    _check(_is_number(mc.epsilon) and 0 <= mc.epsilon <= 1, f"method.epsilon={mc.epsilon!r} must be in [0, 1].")
+        _check(_is_number(value) and low <= value <= high,
+               f"method.{name}={value!r} is out of range; it must be a finite number in [{low:g}, {high:g}].")
     _check(isinstance(mc.interval, int) and mc.interval >= 0,
            f"method.interval={mc.interval!r} must be an integer >= 0 (0: once per epoch).")
     if mc.prior is not None:
@@ -465,9 +461,8 @@ def validate(config: RunConfig) -> RunConfig:
     _check(tc.searcher in SEARCHERS, f"Unknown searcher {tc.searcher!r}. Use one of: {', '.join(SEARCHERS)}.")
     _check(tc.num_samples >= 1, f"tune.num_samples={tc.num_samples} must be >= 1.")
     _check(tc.grid_points >= 1, f"tune.grid_points={tc.grid_points} must be >= 1.")
-    _check(tc.objective in ("score/multi_domain", "eval_loss/mean", "eval_loss/worst", "accuracy/mean"),
-           f"tune.objective={tc.objective!r} is unknown; use score/multi_domain, eval_loss/mean, eval_loss/worst "
-           f"or accuracy/mean.")
+    _check(tc.objective in OBJECTIVES,
+           f"tune.objective={tc.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}.")
     _check(tc.grace_intervals >= 1, f"tune.grace_intervals={tc.grace_intervals} must be >= 1.")
     _check(tc.workers_per_trial >= 0, f"tune.workers_per_trial={tc.workers_per_trial} must be >= 0.")
     # Measured with Ray 2.60 without ray[default]: when ASHA stops a trial that runs its own
@@ -477,14 +472,14 @@ def validate(config: RunConfig) -> RunConfig:
            f"tune.asha=true with tune.workers_per_trial={tc.workers_per_trial} would leak the CPUs of every "
            f"early-stopped trial's TorchTrainer and hang the sweep. Set tune.asha=false to keep Train workers "
            f"per trial, or tune.workers_per_trial=0 to stop trials early.")
-    for name in TUNED:
+    for name in COEFFICIENT_BOUNDS:
         bounds = getattr(tc, name)
         _check(isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds),
                f"tune.{name}={bounds!r} must be a range [low, high] of two numbers.")
         _check(bounds[0] <= bounds[1], f"tune.{name}={bounds!r} is an inverted range; write it as [low, high].")
-        upper = 1 if name == "epsilon" else 100
-        _check(0 <= bounds[0] and bounds[1] <= upper,
-               f"tune.{name}={bounds!r} leaves the allowed range [0, {upper}] of method.{name}.")
+        low, high = COEFFICIENT_BOUNDS[name]
+        _check(low <= bounds[0] and bounds[1] <= high,
+               f"tune.{name}={bounds!r} leaves the allowed range [{low:g}, {high:g}] of method.{name}.")
     _check(isinstance(tc.interval, list) and len(tc.interval) >= 1
            and all(isinstance(i, int) and i >= 1 for i in tc.interval),
            f"tune.interval={tc.interval!r} must be a non-empty list of positive step counts.")

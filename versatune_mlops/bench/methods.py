@@ -1,0 +1,269 @@
+"""``versatune bench``: every mixing method at the same token budget, over seeds, in one command.
+
+Fostering compares the baselines of DESIGN.md §2.4 with VersaTune (dynamic); expansion compares
+100%-target SFT, target + uniform non-target and VersaTune expansion for each target domain.
+
+What is shared so that only the mixture differs between runs: the data split, the base model, its
+probe distribution (measured once and given to every method as the prior), its held-out evaluation
+(measured once), the step count, batch size and learning-rate schedule. Static mixtures skip the
+mid-run evaluations a dynamic method needs, so the side-by-side wall times give the overhead of
+re-weighting.
+
+Every run writes ``runs/<name>/summary.json``. A rerun with the same output folder reuses each run
+whose stored config equals the planned one, so a multi-hour benchmark can be stopped and resumed.
+Tracking stays outside: ``run_benchmark`` takes an optional ``run_context`` that wraps each run
+(the CLI passes one that opens an MLflow child run and returns its hooks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import hashlib
+import json
+import logging
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Optional, Sequence
+
+from .tables import RunRecord, expansion_table, fostering_table, overhead_ratio, render_markdown
+from ..training.checkpointing import write_json_atomic
+from ..config import RunConfig, from_dict, set_dotted, validate
+from ..errors import ConfigError
+from ..mixing.strategies import method_names
+from ..training.hooks import TrainingHooks
+
+log = logging.getLogger(__name__)
+
+# From the strategy registry, in its order (baselines first, VersaTune last).
+FOSTERING_METHODS = method_names(expansion_only=False)
+EXPANSION_METHODS = method_names(supports_expansion=True)
+
+# run_context(run_config, run_name, reused_summary) -> context manager yielding the run's hooks.
+RunContext = Callable[[RunConfig, str, Optional[dict]], ContextManager[Sequence[TrainingHooks]]]
+
+
+@dataclass
+class BenchVariant:
+    """An extra fostering row, an ablation: a method with its own ``method.*`` overrides, e.g.
+    ``BenchVariant("versatune_paper", {"method.method": "versatune", "method.beta": 0.0})``."""
+
+    label: str
+    overrides: dict[str, Any]
+
+
+# Variants change how the mixture moves, nothing else: the budget, data and prior stay shared.
+VARIANT_FORBIDDEN_KEYS = ("method.mode", "method.target", "method.prior")
+
+
+@dataclass
+class BenchPlan:
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    fostering_methods: list[str] = field(default_factory=lambda: list(FOSTERING_METHODS))
+    expansion_methods: list[str] = field(default_factory=lambda: list(EXPANSION_METHODS))
+    targets: list[str] = field(default_factory=list)
+    """Expansion targets; empty runs no expansion benchmark."""
+    variants: list[BenchVariant] = field(default_factory=list)
+    """Extra fostering rows (ablations), run for every seed after the fostering methods."""
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    config: RunConfig
+    label: str
+    """The row this run belongs to: its method, or its variant's label."""
+
+
+def check_plan(plan: BenchPlan, domains: Sequence[str]) -> None:
+    """Bad plans fail before anything trains."""
+    if not plan.seeds or len(set(plan.seeds)) != len(plan.seeds):
+        raise ConfigError(f"seeds={plan.seeds} must be a non-empty list of distinct integers, e.g. --seeds 0 1 2.")
+    for method in plan.fostering_methods:
+        if method not in FOSTERING_METHODS:
+            raise ConfigError(f"Unknown fostering method {method!r}; use some of {', '.join(FOSTERING_METHODS)}.")
+    for method in plan.expansion_methods:
+        if method not in EXPANSION_METHODS:
+            raise ConfigError(f"Unknown expansion method {method!r}; use some of {', '.join(EXPANSION_METHODS)}.")
+    unknown = [t for t in plan.targets if t not in domains]
+    if unknown:
+        raise ConfigError(f"Expansion target(s) {unknown} are not domains of this data ({', '.join(domains)}); "
+                          f"pick --targets from that list.")
+    labels = [v.label for v in plan.variants]
+    for variant in plan.variants:
+        if not re.fullmatch(r"[a-z0-9_]+", variant.label):
+            raise ConfigError(f"Variant label {variant.label!r} must be lower-case letters, digits and '_' "
+                              f"(it names the run folder), e.g. versatune_paper.")
+        if variant.label in FOSTERING_METHODS or variant.label in EXPANSION_METHODS or labels.count(variant.label) > 1:
+            raise ConfigError(f"Variant label {variant.label!r} is already a method or another variant's label; "
+                              f"give each variant its own name.")
+        bad = [k for k in variant.overrides if not k.startswith("method.") or k in VARIANT_FORBIDDEN_KEYS]
+        if bad:
+            raise ConfigError(f"Variant {variant.label!r} overrides {', '.join(bad)}: a variant may change only "
+                              f"method.* keys other than {', '.join(VARIANT_FORBIDDEN_KEYS)}, because every run of "
+                              f"the benchmark shares the budget, data and prior.")
+        if not variant.overrides:
+            raise ConfigError(f"Variant {variant.label!r} has no overrides, so it would repeat a method; "
+                              f"give it e.g. method.method=versatune,method.beta=0.")
+    if not plan.fostering_methods and not plan.variants and not (plan.targets and plan.expansion_methods):
+        raise ConfigError("Nothing to run: give fostering methods, or expansion targets and methods.")
+
+
+def plan_runs(config: RunConfig, plan: BenchPlan, prior: dict[str, float]) -> list[PlannedRun]:
+    """One validated config per (mode, target, method, seed); everything but the mixture is shared."""
+    base = config.to_dict()
+    base["method"]["prior"] = dict(prior)
+    base["train"].update(save_model=False, checkpoint_every=0, eval_static_mixtures=False)
+    base["distributed"]["num_workers"] = 0
+    runs = []
+    # (mode, target, row label, method.* overrides)
+    cases = [("fostering", None, m, {"method.method": m}) for m in plan.fostering_methods]
+    cases += [("fostering", None, v.label, v.overrides) for v in plan.variants]
+    cases += [("expansion", t, m, {"method.method": m}) for t in plan.targets for m in plan.expansion_methods]
+    # Seed-major: a benchmark stopped part-way has every method on its first seeds.
+    for seed in plan.seeds:
+        for mode, target, label, overrides in cases:
+            tree = copy.deepcopy(base)
+            for dotted, value in overrides.items():
+                set_dotted(tree, dotted, value)
+            tree["method"].update(mode=mode, target=target)
+            tree["train"]["seed"] = seed
+            name = f"{mode}-{target + '-' if target else ''}{label}-seed{seed}"
+            try:
+                config_of_run = validate(from_dict(tree))
+            except ConfigError as exc:
+                raise ConfigError(f"Bench run {name}: {exc}") from None
+            runs.append(PlannedRun(name=name, config=config_of_run, label=label))
+    return runs
+
+
+def _no_tracking(run_config: RunConfig, name: str, reused: Optional[dict]) -> ContextManager[Sequence[TrainingHooks]]:
+    return contextlib.nullcontext(())
+
+
+def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
+                  run_context: RunContext = _no_tracking, report_only: bool = False) -> dict[str, Any]:
+    """Run (or reuse) every planned run and return the report (also written as report.json/.md).
+
+    ``report_only`` trains nothing: the report covers the runs already finished in ``output_dir``
+    (for reading a long benchmark while it runs, or after it was stopped) and lists the missing ones.
+    """
+    from ..data.sources import load_domain_data
+    from ..training.loop import train
+    from ..training.setup import evaluate_base, prepare_inputs
+    from ..training.state import BaseEvaluation
+    from ..mixing.probe import run_probe
+
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    data = load_domain_data(config.data)
+    check_plan(plan, data.domains)
+
+    shared = _load_shared(output_dir, config)
+    if shared is None and report_only:
+        raise ConfigError(f"{output_dir} holds no benchmark of this config to report on. Check --output-dir and "
+                          f"that the preset and --set values match the benchmark's.")
+    if shared is None:
+        log.info("Bench: probing and evaluating the base model once for every run")
+        inputs = prepare_inputs(config, data)
+        prior = dict(config.method.prior) if config.method.prior else \
+            run_probe(inputs.loaded.model, inputs.loaded.tokenizer, data, config.probe).to_json()["distribution"]
+        base = evaluate_base(config, inputs)
+        shared = {"key": _shared_key(config), "prior": prior, "eval_loss": base.eval_loss, "accuracy": base.accuracy}
+        write_json_atomic(output_dir / "shared.json", shared)
+        del inputs
+    base_eval = BaseEvaluation(eval_loss=shared["eval_loss"], accuracy=shared["accuracy"])
+
+    runs = plan_runs(config, plan, shared["prior"])
+    records: list[RunRecord] = []
+    missing: list[str] = []
+    for index, run in enumerate(runs, 1):
+        folder = output_dir / "runs" / run.name
+        reused = _reusable_summary(folder, run.config)
+        if reused is None and report_only:
+            missing.append(run.name)
+            continue
+        log.info("Bench run %d/%d: %s%s", index, len(runs), run.name, " (reused)" if reused else "")
+        with run_context(run.config, run.name, reused) as hooks:
+            if reused is None:
+                inputs = prepare_inputs(run.config, data)
+                inputs.base_eval = base_eval
+                summary = train(run.config, folder, hooks=hooks, inputs=inputs)
+                # Free this run's model before the next one loads (two would be alive at once otherwise).
+                del inputs
+                gc.collect()
+            else:
+                summary = reused
+        records.append(RunRecord.from_summary(summary, run_id=_hooks_run_id(hooks), label=run.label))
+
+    report = build_report(records, shared["prior"], plan, config)
+    report["wall_seconds"] = time.perf_counter() - started
+    report["missing_runs"] = missing
+    write_json_atomic(output_dir / "report.json", report)
+    (output_dir / "report.md").write_text(render_markdown(report))
+    return report
+
+
+def build_report(records: Sequence[RunRecord], prior: dict[str, float], plan: BenchPlan,
+                 config: RunConfig) -> dict[str, Any]:
+    t = config.train
+    return {
+        "preset": config.preset,
+        "model": config.model.name,
+        "budget": {"steps": t.max_steps, "batch_size": t.batch_size, "max_length": t.max_length,
+                   "learning_rate": t.learning_rate, "interval": config.method.interval,
+                   "eval_per_domain": config.data.max_eval_per_domain},
+        "plan": asdict(plan),
+        "prior": prior,
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+        "fostering": fostering_table(records),
+        "expansion": expansion_table(records),
+        "overhead": overhead_ratio(records),
+        "runs": [{"mode": r.mode, "method": r.method, "label": r.row, "target": r.target, "seed": r.seed,
+                  "run_id": r.run_id,
+                  "score": r.score(), "loss_after": r.loss_after, "train_seconds": r.train_seconds,
+                  "midrun_eval_seconds": r.midrun_eval_seconds, "weight_trajectory": r.weight_trajectory}
+                 for r in records],
+    }
+
+
+def _shared_key(config: RunConfig) -> str:
+    """What the shared probe and base evaluation depend on: data, model, probe and eval settings."""
+    tree = config.to_dict()
+    key = {"data": tree["data"], "model": tree["model"], "probe": tree["probe"], "prior": tree["method"]["prior"],
+           "eval": {k: tree["train"][k] for k in ("max_length", "eval_batch_size", "eval_accuracy")}}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _load_shared(output_dir: Path, config: RunConfig) -> Optional[dict]:
+    path = output_dir / "shared.json"
+    if path.is_file():
+        shared = json.loads(path.read_text())
+        if shared.get("key") == _shared_key(config):
+            log.info("Bench: reusing the probe and base evaluation in %s", path)
+            return shared
+    return None
+
+
+def _reusable_summary(folder: Path, config: RunConfig) -> Optional[dict]:
+    path = folder / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("config") == json.loads(json.dumps(config.to_dict())) else None
+
+
+def _hooks_run_id(hooks: Sequence[TrainingHooks]) -> Optional[str]:
+    return next((h.run_id for h in hooks if hasattr(h, "run_id")), None)
+
+
+def quick_plan(domains: Sequence[str]) -> BenchPlan:
+    """One seed, every method, one expansion target: a smoke run of the whole benchmark."""
+    return BenchPlan(seeds=[0], targets=[domains[0]])
+

@@ -1,0 +1,276 @@
+"""Ray Tune glue: sweep the re-weighting coefficients (α, β, η, ε, interval), one MLflow child run per trial.
+
+Each trial is a function trainable that turns its Tune config into a typed RunConfig on its first
+line, opens its own MLflow child run (explicit ids: the parent's MLFLOW_RUN_ID leaks into trials),
+and trains, on a TorchTrainer of its own when ``tune.workers_per_trial > 0`` (Ray Train V2
+pattern, metrics forwarded by TuneReportCallback), else in the trial process. Concurrency comes from
+the cluster's CPUs, so a 2-CPU machine never deadlocks with trial drivers holding every CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ...config import TUNED, RunConfig, from_dict, validate
+from ...errors import ConfigError
+from ...training.hooks import TrainingHooks
+from ..mlflow.registry import MINIMISE
+
+log = logging.getLogger(__name__)
+
+
+def objective_mode(objective: str) -> str:
+    return "min" if objective in MINIMISE else "max"
+
+
+def param_space(config: RunConfig) -> dict[str, Any]:
+    """The Tune search space from the config's ranges (grid: a grid over every range)."""
+    from ray import tune
+
+    tc = config.tune
+    if tc.searcher == "grid":
+        space = {name: tune.grid_search(_grid_values(config, name)) for name in TUNED}
+        space["interval"] = tune.grid_search(list(tc.interval))
+        return space
+    space = {name: (tune.uniform(*getattr(tc, name)) if getattr(tc, name)[0] < getattr(tc, name)[1]
+                    else getattr(tc, name)[0]) for name in TUNED}
+    space["interval"] = tune.choice(list(tc.interval))
+    return space
+
+
+def trial_concurrency(config: RunConfig, cluster_cpus: float) -> int:
+    """Trials that fit at once: each needs a CPU for its driver plus one per Train worker."""
+    per_trial = 1 + config.tune.workers_per_trial
+    return max(1, int(cluster_cpus // per_trial))
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any]) -> RunConfig:
+    tree = copy.deepcopy(base)
+    for name in TUNED:
+        tree["method"][name] = float(params[name])
+    tree["method"]["interval"] = int(params["interval"])
+    tree["distributed"]["num_workers"] = int(tree["tune"]["workers_per_trial"])
+    return validate(from_dict(tree))
+
+
+# Fault drill: ``VERSATUNE_FAIL_TRIAL=alpha=1.0`` makes the trial whose alpha is 1.0 raise once it has
+# trained and reported its final evaluation (the worst case for picking the best: a failed trial with
+# a plausible objective), so a sweep's handling of a failing trial can be exercised through Ray.
+# Read by the sweep's driver and handed to the trials, so it reaches trials on any node however Ray
+# was started.
+FAIL_TRIAL_ENV = "VERSATUNE_FAIL_TRIAL"
+
+
+class InjectedTrialFault(RuntimeError):
+    """Raised by a trial selected by ``VERSATUNE_FAIL_TRIAL``."""
+
+
+def fault_drill() -> Optional[tuple[str, float]]:
+    """The (parameter, value) of ``VERSATUNE_FAIL_TRIAL``, or None when unset."""
+    text = os.environ.get(FAIL_TRIAL_ENV, "").strip()
+    if not text:
+        return None
+    name, _, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if name.strip() not in (*TUNED, "interval") or not math.isfinite(number):
+        raise ConfigError(f"{FAIL_TRIAL_ENV}={text!r} must look like PARAM=VALUE with PARAM one of "
+                          f"{', '.join((*TUNED, 'interval'))}, e.g. alpha=1.0. Unset it to run every trial normally.")
+    return name.strip(), number
+
+
+class TuneReporter(TrainingHooks):
+    """In-process trials: report each evaluation to Tune."""
+
+    def on_eval(self, step, metrics):
+        from ray import tune
+
+        tune.report({**metrics, "step": step})
+
+
+def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) -> None:
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from ..mlflow.tracking import MlflowTrackingHooks, configure_tracking, log_params, run_tags, tracked_run
+
+    config = trial_config(base, params)
+    configure_tracking(sweep["tracking_uri"])
+    trial_id = tune.get_context().get_trial_id()
+    name = f"trial-a{params['alpha']:.2f}-b{params['beta']:.2f}-e{params['eta']:.2f}-s{params['epsilon']:.2f}-k{int(params['interval'])}"
+    run_id = MlflowClient().create_run(
+        sweep["experiment_id"], run_name=name,
+        tags={"mlflow.parentRunId": sweep["parent_run_id"], "versatune.trial_id": trial_id, **run_tags(config)},
+    ).info.run_id
+    log_params(run_id, {f"method.{key}": params[key] for key in (*TUNED, "interval")})
+    config.train.save_model = sweep["log_models"]
+    output = Path(sweep["output_dir"]) / run_id
+    fault = sweep.get("fail_trial")
+    with tracked_run(run_id=run_id, system_metrics=False):
+        if config.distributed.num_workers:
+            from ray.tune.integration.ray_train import TuneReportCallback
+
+            from .distributed import train_distributed
+
+            train_distributed(config, output, run_id=run_id, tracking_uri=sweep["tracking_uri"],
+                              callbacks=[TuneReportCallback()])
+        else:
+            from ...training.loop import train
+
+            train(config, output, hooks=[MlflowTrackingHooks(run_id, log_model=sweep["log_models"]), TuneReporter()])
+        if fault is not None and math.isclose(float(params[fault[0]]), fault[1], abs_tol=1e-9):
+            raise InjectedTrialFault(f"fault drill {FAIL_TRIAL_ENV}={fault[0]}={fault[1]:g}: this trial raises after "
+                                     f"reporting its final evaluation. Unset {FAIL_TRIAL_ENV} to run it normally.")
+
+
+@dataclass
+class TrialRecord:
+    params: dict[str, Any]
+    objective: Optional[float]
+    run_id: Optional[str]
+    status: str  # finished | stopped | error
+    error: Optional[str] = None
+    steps: Optional[int] = None
+    """Training steps the trial ran (its last reported step)."""
+    started: Optional[float] = None
+    """Unix time of its first report (whole seconds, Ray's timestamp), to order trials as they ran."""
+
+
+@dataclass
+class SweepResult:
+    objective: str
+    mode: str
+    trials: list[TrialRecord] = field(default_factory=list)
+    best: Optional[TrialRecord] = None
+
+
+def pick_best(trials: list[TrialRecord], mode: str) -> Optional[TrialRecord]:
+    """The best finished trial (errored and early-stopped trials never win)."""
+    finished = [t for t in trials if t.status == "finished" and t.objective is not None and math.isfinite(t.objective)]
+    if not finished:
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    return max(finished, key=lambda t: sign * t.objective)
+
+
+def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, tracking_uri: str,
+              output_dir: str | Path) -> SweepResult:
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from .distributed import check_resources, ensure_ray
+
+    tc = config.tune
+    scaled = from_dict(config.to_dict())
+    scaled.distributed.num_workers = tc.workers_per_trial
+    check_resources(scaled)
+    fail_trial = fault_drill()
+    ensure_ray(config)
+    mode = objective_mode(tc.objective)
+    concurrency = trial_concurrency(config, ray.cluster_resources().get("CPU", 1))
+    search_alg = None
+    if tc.searcher == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(seed=tc.seed)
+    # One report at step 0 (base model), then one per re-weighting point, then the final one.
+    # The report at the first re-weighting point is evaluated before any weight has moved, so trials
+    # that differ only in coefficients are still identical there: the grace period counts intervals
+    # from that first update (report 2), i.e. the first comparison is grace_intervals after it.
+    max_reports = config.train.max_steps // min(tc.interval) + 2
+    scheduler = (ASHAScheduler(time_attr="training_iteration", grace_period=tc.grace_intervals + 2,
+                               max_t=max_reports) if tc.asha else None)
+    output_dir = Path(output_dir).resolve()
+    sweep = {"parent_run_id": parent_run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri,
+             "output_dir": str(output_dir / "trials"), "log_models": tc.log_models, "fail_trial": fail_trial}
+    trainable = tune.with_parameters(_trial, base=config.to_dict(), sweep=sweep)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space(config),
+        tune_config=tune.TuneConfig(metric=tc.objective, mode=mode, search_alg=search_alg, scheduler=scheduler,
+                                    num_samples=1 if tc.searcher == "grid" else tc.num_samples,
+                                    max_concurrent_trials=concurrency),
+        run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=str(output_dir / "ray_tune")),
+    )
+    log.info("Tune: %s searcher, ASHA=%s, %d concurrent trial(s)", tc.searcher, tc.asha, concurrency)
+    grid = tuner.fit()
+
+    client = MlflowClient()
+    children = {r.data.tags.get("versatune.trial_id"): r for r in
+                client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")}
+    result = SweepResult(objective=tc.objective, mode=mode)
+    for trial in grid:
+        trial_id = trial.metrics.get("trial_id") if trial.metrics else None
+        run = children.get(trial_id)
+        run_id = run.info.run_id if run else None
+        if trial.error is not None:
+            # The child run's tag holds the trial's own exception; Ray's error wraps it in a remote traceback.
+            tagged = run.data.tags.get("versatune.error") if run is not None else None
+            status, error = "error", (tagged or f"{type(trial.error).__name__}: {trial.error}")[:2000]
+        elif run is not None and run.info.status != "FINISHED":
+            # No error from Ray, yet the run did not finish: the scheduler stopped it. Ray ends the trial's
+            # process (SIGTERM), which leaves the run RUNNING, or KILLED when the signal lands in the trial.
+            status, error = "stopped", None
+            client.set_tag(run_id, "versatune.stopped_early", "asha" if tc.asha else "scheduler")
+            client.set_terminated(run_id, status="KILLED")
+        else:
+            status, error = ("finished" if run is None or run.info.status == "FINISHED" else "error"), None
+        value = trial.metrics.get(tc.objective) if trial.metrics else None
+        # A trial that failed before its first report may lack its config; its child run has the params.
+        logged = run.data.params if run is not None else {}
+        params = {k: (trial.config or {}).get(k, float(logged.get(f"method.{k}", "nan"))) for k in (*TUNED, "interval")}
+        history = trial.metrics_dataframe
+        started = float(history["timestamp"].min()) if history is not None and "timestamp" in history else None
+        steps = trial.metrics.get("step") if trial.metrics else None
+        result.trials.append(TrialRecord(params=params, objective=value, run_id=run_id, status=status, error=error,
+                                         steps=int(steps) if steps is not None else None, started=started))
+    result.best = pick_best(result.trials, mode)
+    return result
+
+
+def log_sweep(result: SweepResult, parent_run_id: str) -> None:
+    """Best configuration, a trials table and objective-vs-α/β figure on the parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from ..mlflow.figures import sweep_figure
+    from ..mlflow.tracking import log_metrics
+
+    client = MlflowClient()
+    rows = [{**t.params, "objective": t.objective, "status": t.status, "run_id": t.run_id or "", "error": t.error or ""}
+            for t in result.trials]
+    client.log_table(parent_run_id, {k: [r[k] for r in rows] for k in rows[0]}, "trials.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep_figure(result.trials, result.objective, Path(tmp) / "objective_vs_alpha_beta.png")
+        client.log_artifact(parent_run_id, str(Path(tmp) / "objective_vs_alpha_beta.png"), "figures")
+    counts = {s: sum(t.status == s for t in result.trials) for s in ("finished", "stopped", "error")}
+    log_metrics(parent_run_id, {f"trials/{k}": v for k, v in counts.items()}, step=0)
+    if result.best is not None:
+        for name, value in result.best.params.items():
+            client.set_tag(parent_run_id, f"versatune.best.{name}", str(value))
+        client.set_tag(parent_run_id, "versatune.best_run", result.best.run_id or "")
+        log_metrics(parent_run_id, {f"best/{result.objective}": result.best.objective}, step=0)
+
+
+def _grid_values(config: RunConfig, name: str) -> list[float]:
+    """Evenly spaced values over a coefficient's range; a degenerate range gives one value."""
+    tc = config.tune
+    return sorted(set(np.linspace(*getattr(tc, name), tc.grid_points).round(6).tolist()))
+
+
+def grid_size(config: RunConfig) -> int:
+    sizes = [len(_grid_values(config, n)) for n in TUNED]
+    return int(np.prod(sizes)) * len(config.tune.interval)
+

@@ -1,0 +1,203 @@
+"""Phase 1: detect the base model's knowledge distribution over domains (DESIGN.md §2.1).
+
+1. The model generates N sequences freely, starting from its BOS token alone.
+2. A domain-probability estimator gives each sequence a probability vector over the domains.
+3. The distribution is the mean of those vectors; initial weights are that plus a floor.
+
+Estimators are registered by name; the default is a calibrated TF-IDF + logistic regression
+classifier trained on the run's own domain-labelled SFT training split.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import ClassVar, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import ProbeConfig
+from ..data.sources import DomainData, SFTExample
+from ..errors import ConfigError
+from .weights import apply_floor
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------
+# Estimators
+
+
+class DomainEstimator:
+    """Maps texts to probability vectors over a fixed domain list."""
+
+    name: ClassVar[str]
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str], domains: Sequence[str]) -> "DomainEstimator":
+        raise NotImplementedError
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Rows sum to 1; columns follow the ``domains`` passed to :meth:`fit`."""
+        raise NotImplementedError
+
+
+ESTIMATORS: dict[str, type[DomainEstimator]] = {}
+
+
+def register_estimator(cls: type[DomainEstimator]) -> type[DomainEstimator]:
+    ESTIMATORS[cls.name] = cls
+    return cls
+
+
+def build_estimator(name: str) -> DomainEstimator:
+    if name not in ESTIMATORS:
+        raise ConfigError(f"Unknown probe estimator {name!r}. Use one of: {', '.join(sorted(ESTIMATORS))}.")
+    return ESTIMATORS[name]()
+
+
+@register_estimator
+class TfidfLogRegEstimator(DomainEstimator):
+    """Word n-gram TF-IDF, class-balanced logistic regression, sigmoid-calibrated probabilities."""
+
+    name = "tfidf_logreg"
+
+    def fit(self, texts, labels, domains):
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        self.domains = list(domains)
+        index = {d: i for i, d in enumerate(self.domains)}
+        y = np.array([index[label] for label in labels])
+        counts = np.bincount(y, minlength=len(self.domains))
+        # Calibration needs a few examples of every class in each fold.
+        folds = int(max(2, min(3, counts.min())))
+        # Word uni+bigrams: as accurate as adding character n-grams on these domains (0.99 held-out
+        # on MMLU) at a fraction of the fitting time.
+        features = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=30000)
+        # Balanced classes: the estimator must not favour a domain because the SFT data has more of it.
+        classifier = LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced")
+        if counts.min() >= 2:
+            classifier = CalibratedClassifierCV(classifier, method="sigmoid", cv=folds)
+        self.pipeline = make_pipeline(features, classifier).fit(list(texts), y)
+        return self
+
+    def predict_proba(self, texts):
+        classes = self.pipeline.classes_
+        raw = self.pipeline.predict_proba(list(texts))
+        full = np.zeros((len(texts), len(self.domains)))
+        full[:, classes] = raw  # a class missing from training keeps probability 0
+        return full / full.sum(axis=1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation and aggregation
+
+
+def example_text(example: SFTExample) -> str:
+    return "\n".join([content for _, content in example.messages] + [example.response])
+
+
+@torch.no_grad()
+def generate_free_text(model, tokenizer, config: ProbeConfig) -> list[str]:
+    """Sample sequences from the BOS token alone, with no instruction (the paper's decoding)."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is None:
+        raise ConfigError("The tokenizer has neither a BOS nor an EOS token, so free generation has no start token.")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(config.seed)
+    texts: list[str] = []
+    batches = range(0, config.num_samples, config.batch_size)
+    for first in tqdm(batches, desc="probe: generating", unit="batch"):
+        size = min(config.batch_size, config.num_samples - first)
+        input_ids = torch.full((size, 1), start, dtype=torch.long, device=device)
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            do_sample=True,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            top_k=config.top_k or None,
+            repetition_penalty=config.repetition_penalty,
+            max_new_tokens=config.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        texts.extend(tokenizer.batch_decode(output[:, 1:], skip_special_tokens=True))
+    torch.random.set_rng_state(generator_state)
+    model.train(was_training)
+    return texts
+
+
+def aggregate_distribution(probabilities: np.ndarray) -> np.ndarray:
+    """p_d = (1/N) Σ_n q_n[d]: the mean of the per-sequence probability vectors."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    if probabilities.ndim != 2 or probabilities.shape[0] == 0:
+        raise ConfigError("The probe needs at least one generated sequence (probe.num_samples >= 1).")
+    return probabilities.mean(axis=0)
+
+
+@dataclass
+class ProbeResult:
+    domains: list[str]
+    distribution: dict[str, float]
+    initial_weights: dict[str, float]
+    num_samples: int
+    estimator: str
+    estimator_accuracy: float
+    samples: list[str] = field(default_factory=list)
+
+    def to_json(self, max_samples: int = 20) -> dict:
+        return {
+            "domains": self.domains,
+            "distribution": self.distribution,
+            "initial_weights": self.initial_weights,
+            "num_samples": self.num_samples,
+            "estimator": self.estimator,
+            "estimator_accuracy": self.estimator_accuracy,
+            "sample_texts": self.samples[:max_samples],
+        }
+
+
+def fit_estimator(data: DomainData, name: str, max_per_domain: int = 600, seed: int = 0) -> tuple[DomainEstimator, float]:
+    """Train the estimator on the SFT train split; report its accuracy on the held-out split.
+
+    At most ``max_per_domain`` seeded examples per domain: more barely helps a TF-IDF classifier
+    and makes fitting slow on big domains.
+    """
+    rng = np.random.default_rng(seed)
+    train = []
+    for d in data.domains:
+        examples = data.train[d]
+        keep = rng.permutation(len(examples))[:max_per_domain]
+        train.extend(examples[i] for i in sorted(keep))
+    estimator = build_estimator(name).fit([example_text(ex) for ex in train], [ex.domain for ex in train], data.domains)
+    held_out = [ex for d in data.domains for ex in data.eval[d]]
+    predicted = estimator.predict_proba([example_text(ex) for ex in held_out]).argmax(axis=1)
+    truth = np.array([data.domains.index(ex.domain) for ex in held_out])
+    accuracy = float((predicted == truth).mean())
+    log.info("Probe estimator %s: held-out accuracy %.3f on %d examples", name, accuracy, len(held_out))
+    return estimator, accuracy
+
+
+def run_probe(model, tokenizer, data: DomainData, config: ProbeConfig) -> ProbeResult:
+    estimator, accuracy = fit_estimator(data, config.estimator, seed=config.seed)
+    texts = generate_free_text(model, tokenizer, config)
+    distribution = aggregate_distribution(estimator.predict_proba(texts))
+    weights = apply_floor(distribution, config.floor)
+    result = ProbeResult(
+        domains=list(data.domains),
+        distribution=dict(zip(data.domains, map(float, distribution))),
+        initial_weights=dict(zip(data.domains, map(float, weights))),
+        num_samples=len(texts),
+        estimator=config.estimator,
+        estimator_accuracy=accuracy,
+        samples=texts,
+    )
+    log.info("Probe distribution: %s", {d: round(p, 3) for d, p in result.distribution.items()})
+    return result

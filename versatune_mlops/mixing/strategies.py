@@ -1,0 +1,358 @@
+"""Weighting strategies: one class per mixing method, registered by name.
+
+The registry :data:`STRATEGIES` is the single list of methods. A class says what it needs and
+supports (``dynamic``, ``needs_prior``, ``needs_sizes``, ``supports_expansion``, ``expansion_only``),
+and config, the loop and the benchmark derive their method lists from those attributes (see
+:func:`method_names`). Adding a method is one decorated class here. The maths lives in
+:mod:`.weights`; a strategy only picks which update to apply and keeps its own state for resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+
+MODES = ("fostering", "expansion")
+from .weights import (ArrayLike, Coefficients, apply_floor, doremi_update, expansion_initial_weights, expansion_update,
+                      forgetting_degree, learnable_potential, normalise, odm_probabilities, odm_reward_update,
+                      versatune_update, as_signal)
+
+
+@dataclass
+class DomainSignals:
+    """What the training loop measured at a re-weighting point (arrays indexed by domain)."""
+
+    eval_loss: np.ndarray
+    """l_d(t): held-out per-domain loss now."""
+    prev_eval_loss: np.ndarray
+    """l_d(t-1): the previous re-weighting point's loss (NaN at the first one)."""
+    ref_loss: np.ndarray
+    """l_ref,d: the loss each domain can reach."""
+    train_loss: np.ndarray
+    """Mean training loss per domain since the last update (NaN where the domain was not sampled)."""
+
+
+@dataclass
+class StepReport:
+    """What one update did, for logging."""
+
+    weights: np.ndarray
+    potential: np.ndarray
+    forgetting: np.ndarray
+
+
+class WeightingStrategy:
+    """A domain-weighting method: initial weights and how they change at each re-weighting point."""
+
+    name: ClassVar[str] = ""
+    dynamic: ClassVar[bool] = False
+    needs_prior: ClassVar[bool] = False
+    needs_sizes: ClassVar[bool] = False
+    supports_expansion: ClassVar[bool] = False
+    expansion_only: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        domains: Sequence[str],
+        *,
+        prior: Optional[ArrayLike] = None,
+        sizes: Optional[ArrayLike] = None,
+        coefficients: Coefficients = Coefficients(),
+        floor: float = 0.0,
+        mode: str = "fostering",
+        target: Optional[str] = None,
+        target_initial_share: float = 0.5,
+        target_max_share: float = 0.9,
+    ) -> None:
+        """``coefficients``, ``floor`` and the target shares arrive validated (config.validate owns
+        their ranges); what is checked here depends on the run's data: the domains, prior and target."""
+        self.domains = list(domains)
+        if not self.domains or len(set(self.domains)) != len(self.domains):
+            raise ConfigError(f"domains={self.domains!r} must be a non-empty list of distinct names.")
+        self.prior = self._per_domain(prior, "prior")
+        self.sizes = self._per_domain(sizes, "sizes")
+        if self.needs_prior and self.prior is None:
+            raise ConfigError(
+                f"Method {self.name!r} needs a prior (the probe's domain distribution); pass prior=, "
+                f"one value per domain ({', '.join(self.domains)})."
+            )
+        if self.needs_sizes and self.sizes is None:
+            raise ConfigError(f"Method {self.name!r} needs the domain sizes; pass sizes=, one count per domain.")
+        self.coefficients = coefficients
+        self.floor = float(floor)
+        check_method_mode(self.name, mode)
+        self.mode = mode
+        self.target_index: Optional[int] = None
+        if mode == "expansion":
+            if target not in self.domains:
+                what = "needs a target domain" if target is None else f"target {target!r} is not a domain of this run"
+                raise ConfigError(
+                    f"Expansion mode {what} (domains: {', '.join(self.domains)}). Pick the target from that list."
+                )
+            self.target_index = self.domains.index(target)
+        self.target = target if mode == "expansion" else None
+        self.target_initial_share = float(target_initial_share)
+        self.target_max_share = float(target_max_share)
+        self._k = len(self.domains)
+
+    def _per_domain(self, values: Optional[ArrayLike], what: str) -> Optional[np.ndarray]:
+        if values is None:
+            return None
+        a = np.asarray(values, dtype=np.float64)
+        if a.shape != (len(self.domains),):
+            raise ConfigError(
+                f"{what} has {a.size} values but there are {len(self.domains)} domains "
+                f"({', '.join(self.domains)}); give one value per domain, in that order."
+            )
+        return normalise(a, what)
+
+    # -- interface ------------------------------------------------------------------------------
+
+    def initial_weights(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def update(self, weights: ArrayLike, signals: DomainSignals) -> StepReport:
+        """Static strategies keep the weights; the signals are still computed for logging."""
+        w = normalise(weights)
+        return StepReport(w, *self._signals(signals))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"method": self.name}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("method") != self.name:
+            raise ConfigError(
+                f"The checkpoint's weighting state is for method {state.get('method')!r}, not {self.name!r}; "
+                f"resume with the same method."
+            )
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _signals(self, signals: DomainSignals) -> tuple[np.ndarray, np.ndarray]:
+        loss = as_signal(signals.eval_loss, self._k, "eval_loss")
+        return learnable_potential(loss, signals.ref_loss), forgetting_degree(loss, signals.prev_eval_loss)
+
+    def _uniform(self) -> np.ndarray:
+        return np.full(self._k, 1.0 / self._k)
+
+
+STRATEGIES: dict[str, type[WeightingStrategy]] = {}
+
+
+def register_strategy(cls: type[WeightingStrategy]) -> type[WeightingStrategy]:
+    """Class decorator: make a strategy available under ``cls.name``."""
+    if not cls.name or cls.name in STRATEGIES:
+        raise ValueError(f"Strategy name {cls.name!r} is empty or already registered.")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def build_strategy(method: str, domains: Sequence[str], *, mode: str = "fostering", **kwargs: Any) -> WeightingStrategy:
+    """Look ``method`` up in :data:`STRATEGIES` and build it for ``domains``."""
+    return strategy_class(method)(domains, mode=mode, **kwargs)
+
+
+def strategy_class(method: str) -> type[WeightingStrategy]:
+    cls = STRATEGIES.get(method)
+    if cls is None:
+        raise ConfigError(f"Unknown method {method!r}. Use one of: {', '.join(STRATEGIES)}.")
+    return cls
+
+
+def method_names(*, dynamic: Optional[bool] = None, needs_prior: Optional[bool] = None,
+                 supports_expansion: Optional[bool] = None, expansion_only: Optional[bool] = None) -> tuple[str, ...]:
+    """Registered method names, in registration order, whose class attributes match every given filter.
+
+    The one list of methods: config, the loop and the benchmark ask here instead of keeping their own.
+    """
+    wanted = {"dynamic": dynamic, "needs_prior": needs_prior, "supports_expansion": supports_expansion,
+              "expansion_only": expansion_only}
+    return tuple(name for name, cls in STRATEGIES.items()
+                 if all(value is None or getattr(cls, attr) == value for attr, value in wanted.items()))
+
+
+def check_method_mode(method: str, mode: str) -> None:
+    """The method exists and supports the mode (the classes' own attributes say which)."""
+    cls = strategy_class(method)
+    if mode not in MODES:
+        raise ConfigError(f"Unknown mode {mode!r}. Use 'fostering' or 'expansion'.")
+    if mode == "expansion" and not cls.supports_expansion:
+        raise ConfigError(
+            f"Expansion mode supports the methods {', '.join(method_names(supports_expansion=True))}; "
+            f"method={method!r} does not support it. Use one of those, or mode 'fostering'."
+        )
+    if mode != "expansion" and cls.expansion_only:
+        raise ConfigError(f"Method {method!r} is an expansion baseline; use mode 'expansion' with a target "
+                          f"(--mode expansion --target DOMAIN).")
+
+
+# Registration order is the order of every method list (CLI choices, benchmark rows): the baselines
+# first, VersaTune last.
+
+
+@register_strategy
+class Uniform(WeightingStrategy):
+    name = "uniform"
+
+    def initial_weights(self) -> np.ndarray:
+        return self._uniform()
+
+
+@register_strategy
+class SizeProportional(WeightingStrategy):
+    """Each domain in proportion to its number of training examples (plain concatenation)."""
+
+    name = "size_proportional"
+    needs_sizes = True
+
+    def initial_weights(self) -> np.ndarray:
+        return self.sizes.copy()  # already normalised
+
+
+@register_strategy
+class InverseProbe(WeightingStrategy):
+    """w proportional to 1 - p: favours what the base model knows least."""
+
+    name = "inverse_probe"
+    needs_prior = True
+
+    def initial_weights(self) -> np.ndarray:
+        inverse = 1.0 - self.prior
+        if not inverse.sum() > 0:  # one domain, or all prior mass on one domain of one
+            return self._uniform()
+        return apply_floor(inverse, self.floor)
+
+
+@register_strategy
+class VersaTuneConstant(WeightingStrategy):
+    """The probe's distribution, never updated."""
+
+    name = "versatune_constant"
+    needs_prior = True
+
+    def initial_weights(self) -> np.ndarray:
+        return apply_floor(self.prior, self.floor)
+
+
+@register_strategy
+class DoReMi(WeightingStrategy):
+    """Online DoReMi-style update on the held-out excess loss, from uniform."""
+
+    name = "doremi"
+    dynamic = True
+
+    def initial_weights(self) -> np.ndarray:
+        return self._uniform()
+
+    def update(self, weights: ArrayLike, signals: DomainSignals) -> StepReport:
+        potential, forgetting = self._signals(signals)
+        new = doremi_update(weights, signals.eval_loss, signals.ref_loss, eta=self.coefficients.eta,
+                            epsilon=self.coefficients.epsilon)
+        return StepReport(new, potential, forgetting)
+
+
+@register_strategy
+class OnlineDataMixing(WeightingStrategy):
+    """EXP3 bandit over domains with the training loss as reward (Albalak et al. 2023).
+
+    ``step`` counts reward rounds (update calls); exploration stays uniform until
+    sqrt(ln K / (K t)) < 1/K, i.e. t > K ln K.
+    """
+
+    name = "odm"
+    dynamic = True
+
+    def __init__(self, domains: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(domains, **kwargs)
+        self.cumulative_reward = np.zeros(self._k)
+        self.step = 0
+
+    def initial_weights(self) -> np.ndarray:
+        return odm_probabilities(np.zeros(self._k), 0)
+
+    def update(self, weights: ArrayLike, signals: DomainSignals) -> StepReport:
+        potential, forgetting = self._signals(signals)
+        # The weights that sampled the period are the probabilities of the importance weighting.
+        pi = normalise(weights)
+        self.cumulative_reward = odm_reward_update(self.cumulative_reward, signals.train_loss, pi)
+        self.step += 1
+        return StepReport(odm_probabilities(self.cumulative_reward, self.step), potential, forgetting)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"method": self.name, "cumulative_reward": [float(x) for x in self.cumulative_reward],
+                "step": int(self.step)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        reward = np.asarray(state["cumulative_reward"], dtype=np.float64)
+        if reward.shape != (self._k,):
+            raise ConfigError(
+                f"The checkpoint's ODM state has {reward.size} domains, this run has {self._k}; "
+                f"resume with the same domains."
+            )
+        self.cumulative_reward = reward
+        self.step = int(state["step"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Expansion baselines: what VersaTune expansion is compared against (100% target; target + uniform rest).
+
+
+@register_strategy
+class TargetOnly(WeightingStrategy):
+    """100% target data: the specialist whose target gain expansion should keep."""
+
+    name = "target_only"
+    supports_expansion = True
+    expansion_only = True
+
+    def initial_weights(self) -> np.ndarray:
+        w = np.zeros(self._k)
+        w[self.target_index] = 1.0
+        return w
+
+
+@register_strategy
+class TargetUniform(WeightingStrategy):
+    """The target at ``target_initial_share`` (as VersaTune expansion starts), the rest uniform, never updated."""
+
+    name = "target_uniform"
+    supports_expansion = True
+    expansion_only = True
+
+    def initial_weights(self) -> np.ndarray:
+        if self._k == 1:
+            return np.ones(1)
+        w = np.full(self._k, (1.0 - self.target_initial_share) / (self._k - 1))
+        w[self.target_index] = self.target_initial_share
+        return w
+
+
+@register_strategy
+class VersaTune(WeightingStrategy):
+    """Start from the probe's distribution; re-weight by learnable potential and forgetting."""
+
+    name = "versatune"
+    dynamic = True
+    needs_prior = True
+    supports_expansion = True
+
+    def initial_weights(self) -> np.ndarray:
+        w = apply_floor(self.prior, self.floor)
+        if self.target_index is not None:
+            return expansion_initial_weights(w, self.target_index, self.target_initial_share)
+        return w
+
+    def update(self, weights: ArrayLike, signals: DomainSignals) -> StepReport:
+        potential, forgetting = self._signals(signals)
+        coef = self.coefficients.as_kwargs()
+        if self.target_index is not None:
+            new = expansion_update(weights, potential, forgetting, self.target_index,
+                                   max_target_share=self.target_max_share, **coef)
+        else:
+            new = versatune_update(weights, potential, forgetting, **coef)
+        return StepReport(new, potential, forgetting)

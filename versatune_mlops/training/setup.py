@@ -1,0 +1,157 @@
+"""Everything before the first step: inputs, the base model's evaluation, the prior, the strategy,
+the optimizer, and the assembled :class:`~.state.TrainingRun` (fresh or resumed)."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from transformers import get_scheduler
+
+from ..config import RunConfig, check_domains_against_data
+from ..data.formatting import check_max_length, encode_split
+from ..data.sources import DomainData, load_domain_data
+from ..mixing.probe import example_text, run_probe
+from ..mixing.sampler import DomainSampler
+from ..mixing.strategies import WeightingStrategy, build_strategy, method_names
+from .checkpointing import write_json_atomic
+from .evaluation import domain_accuracy, domain_losses
+from .models import load_model
+from .parallel import SINGLE_PROCESS, Parallel
+from .state import BaseEvaluation, LoopState, RunInputs, TrainingRun
+
+# Methods whose initial weights come from the probe's distribution.
+PRIOR_METHODS = method_names(needs_prior=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_inputs(config: RunConfig, data: Optional[DomainData] = None) -> RunInputs:
+    data = data or load_domain_data(config.data)
+    check_domains_against_data(config, data.domains)
+    corpus = [example_text(ex) for d in data.domains for ex in data.train[d]]
+    # LoRA's A matrices are drawn from the global RNG: seed it here, so the initialisation is the
+    # run's (train.seed), not whatever an earlier run in this process left (benchmarks, sweeps).
+    seed_everything(config.train.seed)
+    loaded = load_model(config.model, tokenizer_corpus=corpus)
+    check_max_length(loaded.tokenizer, config.train.max_length)
+    train_encoded = encode_split(loaded.tokenizer, data.train, config.train.max_length, "train")
+    eval_encoded = encode_split(loaded.tokenizer, data.eval, config.train.max_length, "eval")
+    return RunInputs(data=data, loaded=loaded, train_encoded=train_encoded, eval_encoded=eval_encoded)
+
+
+def evaluate_losses(config: RunConfig, inputs: RunInputs, model: torch.nn.Module,
+                    parallel: Parallel = SINGLE_PROCESS) -> dict[str, float]:
+    return domain_losses(model, inputs.eval_encoded, config.train.eval_batch_size,
+                         inputs.loaded.tokenizer.pad_token_id, config.model.bf16, parallel)
+
+
+def measure_accuracy(config: RunConfig, inputs: RunInputs, model: torch.nn.Module) -> dict[str, float]:
+    if not config.train.eval_accuracy or not any(inputs.data.eval_mc.values()):
+        return {}
+    return domain_accuracy(model, inputs.loaded.tokenizer, inputs.data.eval_mc, config.train.max_length,
+                           config.model.bf16)
+
+
+def evaluate_base(config: RunConfig, inputs: RunInputs, parallel: Parallel = SINGLE_PROCESS) -> BaseEvaluation:
+    """Held-out loss and accuracy of the model as loaded, before any training."""
+    model = inputs.loaded.model
+    return BaseEvaluation(eval_loss=evaluate_losses(config, inputs, model, parallel),
+                          accuracy=measure_accuracy(config, inputs, model))
+
+
+def resolve_prior(config: RunConfig, inputs: RunInputs, output_dir: Path,
+                  write: bool = True) -> tuple[dict[str, float], Optional[dict]]:
+    """The domain distribution the mixture starts from (given, or measured by the probe), and the
+    probe's output when it ran."""
+    domains = inputs.data.domains
+    if config.method.prior is not None:
+        return {d: float(config.method.prior[d]) for d in domains}, None
+    if config.method.method not in PRIOR_METHODS:
+        return {d: 1.0 / len(domains) for d in domains}, None  # unused by these methods; uniform for the record
+    result = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe).to_json()
+    if write:
+        write_json_atomic(Path(output_dir) / "distribution.json", result)
+    return result["distribution"], result
+
+
+def train_sizes(inputs: RunInputs) -> np.ndarray:
+    return np.array([len(inputs.train_encoded[d]) for d in inputs.data.domains], dtype=float)
+
+
+def make_strategy(config: RunConfig, domains: list[str], prior: dict[str, float], sizes: np.ndarray) -> WeightingStrategy:
+    mc = config.method
+    return build_strategy(
+        mc.method, domains, mode=mc.mode, prior=np.array([prior[d] for d in domains]), sizes=sizes,
+        coefficients=mc.coefficients(), floor=config.probe.floor,
+        target=mc.target, target_initial_share=mc.target_initial_share, target_max_share=mc.target_max_share,
+    )
+
+
+def initial_state(config: RunConfig, inputs: RunInputs, prior: dict[str, float], probe_result: Optional[dict],
+                  base: BaseEvaluation, reference: dict[str, float]) -> LoopState:
+    """The loop state at step 0, from the prior, the base evaluation and the reference losses."""
+    domains = inputs.data.domains
+    weights = make_strategy(config, domains, prior, train_sizes(inputs)).initial_weights()
+    n = len(domains)
+    return LoopState(
+        weights=weights.tolist(),
+        # φ at the first re-weighting point compares against the base model's loss (NaN: unknown).
+        prev_eval_loss=[base.eval_loss.get(d, math.nan) for d in domains],
+        train_loss_sum=[0.0] * n,
+        train_loss_tokens=[0] * n,
+        eval_loss_before=base.eval_loss,
+        accuracy_before=base.accuracy,
+        reference_loss=reference,
+        initial_weights=dict(zip(domains, weights.tolist())),
+        prior=prior,
+        probe_result=probe_result,
+    )
+
+
+def make_optimizer(config: RunConfig, model: torch.nn.Module):
+    t = config.train
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=t.learning_rate, weight_decay=t.weight_decay)
+    scheduler = get_scheduler(t.lr_schedule, optimizer, num_warmup_steps=int(t.warmup_ratio * t.max_steps),
+                              num_training_steps=t.max_steps)
+    return optimizer, scheduler
+
+
+def assemble_run(config: RunConfig, inputs: RunInputs, state: LoopState, optimizer, scheduler,
+                 parallel: Parallel = SINGLE_PROCESS, sampler_state: Optional[dict] = None,
+                 strategy_state: Optional[dict] = None) -> TrainingRun:
+    """The live objects of a run from its state (fresh, or restored from a checkpoint with the
+    sampler's and strategy's own state)."""
+    t, domains = config.train, inputs.data.domains
+    sizes = train_sizes(inputs)
+    strategy = make_strategy(config, domains, state.prior, sizes)
+    sampler = DomainSampler([len(inputs.train_encoded[d]) for d in domains], state.weights, seed=t.seed)
+    if strategy_state is not None:
+        strategy.load_state_dict(strategy_state)
+        sampler.load_state_dict(sampler_state)
+    model = inputs.loaded.model
+    return TrainingRun(
+        inputs=inputs, state=state, model=model,
+        train_model=_data_parallel(model) if parallel.world_size > 1 else model,
+        optimizer=optimizer, scheduler=scheduler, strategy=strategy, sampler=sampler,
+        # Re-weight every `interval` steps, or once per pass over the training data (the paper).
+        interval=config.method.interval or max(1, math.ceil(sizes.sum() / t.batch_size)),
+        ref_loss=np.array([state.reference_loss[d] for d in domains]),
+        parallel=parallel,
+    )
+
+
+def _data_parallel(model: torch.nn.Module) -> torch.nn.Module:
+    """DDP wrapper for the training forward/backward; everything else uses the plain model."""
+    device = next(model.parameters()).device
+    device_ids = [device] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

@@ -1,0 +1,148 @@
+"""The step loop: sample a batch by the live weights, forward, backward, optimizer step; every
+``interval`` steps evaluate per domain and re-weight; every ``checkpoint_every`` steps checkpoint.
+
+It runs a prepared :class:`~.state.TrainingRun` and knows nothing about where it came from: the
+full training run (:func:`.loop.train`) and the specialist reference runs both call it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import RunConfig
+from ..data.formatting import collate
+from ..errors import TrainingDivergedError
+from ..mixing.strategies import DomainSignals
+from ..mixing.weights import normalise
+from . import checkpointing
+from .evaluation import domain_losses, domain_metrics, per_example_loss
+from .hooks import TrainingHooks
+from .state import TrainingRun
+
+
+def run_steps(config: RunConfig, run: TrainingRun, hooks: TrainingHooks, output_dir: Path) -> None:
+    """Train from ``run.state.step`` to ``train.max_steps``; fills ``run.timings``."""
+    t, mc = config.train, config.method
+    run.model.train()
+    progress = tqdm(total=t.max_steps, initial=run.state.step, desc=f"train ({mc.method})", unit="step",
+                    disable=not run.parallel.is_main)
+    run.timings.loop_started = time.perf_counter()
+    while run.state.step < t.max_steps:
+        step_loss = train_step(config, run)
+        progress.update(1)
+        progress.set_postfix(loss=f"{step_loss:.3f}")
+        hooks.on_step_end(run.state.step, step_loss, run.model)
+        if run.state.step % t.log_every == 0 or run.state.step == t.max_steps:
+            hooks.on_log(run.state.step, step_metrics(run, step_loss))
+        # A static mixture is evaluated here only for its loss curve, which train.eval_static_mixtures can skip.
+        if (run.state.step % run.interval == 0 and run.state.step < t.max_steps
+                and (run.strategy.dynamic or t.eval_static_mixtures)):
+            reweight(config, run, hooks)
+        if t.checkpoint_every and run.state.step % t.checkpoint_every == 0:
+            checkpoint(config, run, hooks, output_dir)
+    run.timings.train_seconds = time.perf_counter() - run.timings.loop_started - run.timings.side_seconds
+    progress.close()
+
+
+def train_step(config: RunConfig, run: TrainingRun) -> float:
+    """One optimizer step on one global batch; returns its token-mean loss."""
+    t, state, parallel, domains = config.train, run.state, run.parallel, run.domains
+    n_domains = len(domains)
+    device = next(run.model.parameters()).device
+    # Every worker draws the same global batch and trains on its shard of it, so N workers see
+    # exactly the examples one process would.
+    draws = parallel.shard(run.sampler.sample(t.batch_size))
+    examples = [run.inputs.train_encoded[domains[d]][i] for d, i in draws]
+    batch = {k: v.to(device) for k, v in collate(examples, run.inputs.loaded.tokenizer.pad_token_id).items()}
+    loss_sum, token_count = per_example_loss(run.train_model, batch, config.model.bf16)
+    # One all-reduce per step: totals for the loss normalisation, tokens, per-domain training loss.
+    local = np.zeros(3 + 2 * n_domains)
+    local[:3] = loss_sum.detach().sum().item(), token_count.sum().item(), batch["attention_mask"].sum().item()
+    for (d, _), ex_loss, ex_tokens in zip(draws, loss_sum.detach().tolist(), token_count.tolist()):
+        local[3 + d] += ex_loss
+        local[3 + n_domains + d] += ex_tokens
+    totals = parallel.sum(local)
+    global_tokens = max(totals[1], 1.0)
+    step_loss = totals[0] / global_tokens
+    # Token mean over the global batch; DDP averages gradients over workers, hence × world_size.
+    loss = loss_sum.sum() * (parallel.world_size / global_tokens)
+    if not math.isfinite(step_loss):
+        raise TrainingDivergedError(
+            f"Training loss became {step_loss} at step {state.step + 1}. The last good checkpoint is "
+            f"{run.last_checkpoint or 'none (no checkpoint written yet)'}. Lower train.learning_rate or "
+            f"train.grad_clip, or turn off model.bf16, and resume from that checkpoint."
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if t.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], t.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    state.step += 1
+    state.tokens_trained += int(totals[2])
+    for d in range(n_domains):
+        state.train_loss_sum[d] += totals[3 + d]
+        state.train_loss_tokens[d] += int(totals[3 + n_domains + d])
+    return step_loss
+
+
+def step_metrics(run: TrainingRun, step_loss: float) -> dict[str, float]:
+    timings = run.timings
+    train_time = max(time.perf_counter() - timings.loop_started - timings.side_seconds, 1e-9)
+    return {
+        "train_loss": step_loss,
+        "learning_rate": run.scheduler.get_last_lr()[0],
+        "tokens_trained": run.state.tokens_trained,
+        "tokens_per_second": run.state.tokens_trained / train_time,
+        **{f"share/{d}": float(s) for d, s in zip(run.domains, run.sampler.realised_share())},
+    }
+
+
+def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
+    """Evaluate every domain, let the strategy move the weights, hand them to the sampler."""
+    state, domains = run.state, run.domains
+    started = time.perf_counter()
+    losses = domain_losses(run.model, run.inputs.eval_encoded, config.train.eval_batch_size,
+                           run.inputs.loaded.tokenizer.pad_token_id, config.model.bf16, run.parallel)
+    elapsed = time.perf_counter() - started
+    run.timings.eval_seconds += elapsed
+    run.timings.side_seconds += elapsed
+    run.timings.midrun_eval_seconds += elapsed
+    eval_loss = np.array([losses[d] for d in domains])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        train_loss = np.array(state.train_loss_sum) / np.array(state.train_loss_tokens)
+    report = run.strategy.update(np.array(state.weights), DomainSignals(
+        eval_loss=eval_loss, prev_eval_loss=np.array(state.prev_eval_loss), ref_loss=run.ref_loss, train_loss=train_loss,
+    ))
+    state.weights = normalise(report.weights).tolist()
+    run.sampler.set_weights(state.weights)
+    state.prev_eval_loss = eval_loss.tolist()
+    state.train_loss_sum = [0.0] * len(domains)
+    state.train_loss_tokens = [0] * len(domains)
+    record = {
+        "step": state.step,
+        "weights": dict(zip(domains, state.weights)),
+        "potential": dict(zip(domains, report.potential.tolist())),
+        "forgetting": dict(zip(domains, report.forgetting.tolist())),
+        "eval_loss": losses,
+    }
+    state.trajectory.append(record)
+    hooks.on_eval(state.step, domain_metrics(losses))
+    hooks.on_reweight(state.step, record)
+
+
+def checkpoint(config: RunConfig, run: TrainingRun, hooks: TrainingHooks, output_dir: Path) -> None:
+    started = time.perf_counter()
+    path = None
+    if run.parallel.is_main:  # the state is identical on every worker: one writer
+        path = checkpointing.save(output_dir, run.state, run.model, run.optimizer, run.scheduler,
+                                  run.sampler.state_dict(), run.strategy.state_dict(), config.train.keep_checkpoints)
+        run.last_checkpoint = str(path)
+    run.timings.side_seconds += time.perf_counter() - started
+    hooks.on_checkpoint(run.state.step, str(path) if path is not None else None)
