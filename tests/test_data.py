@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from versatune_mlops.config import DEFAULT_DOMAINS, DataConfig
-from versatune_mlops.data.sources import SUBJECT_TO_DOMAIN, DomainData, MCItem, SFTExample, load_domain_data
+from versatune_mlops.data.examples import DomainData, MCItem, SFTExample
+from versatune_mlops.data.mmlu import SUBJECT_TO_DOMAIN
+from versatune_mlops.data.sources import load_domain_data
 from versatune_mlops.errors import ConfigError, DataError
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from versatune_mlops.data.sources import SFTExample
+from versatune_mlops.data.examples import SFTExample
 from versatune_mlops.errors import ConfigError
 from versatune_mlops.data.formatting import (
     IGNORE_INDEX,

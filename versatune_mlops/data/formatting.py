@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .sources import SFTExample
+from .examples import SFTExample
 from ..errors import ConfigError, DataError, ModelError
 
 log = logging.getLogger(__name__)

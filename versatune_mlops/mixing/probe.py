@@ -1,4 +1,4 @@
-"""Phase 1: detect the base model's knowledge distribution over domains (DESIGN.md §2.1).
+"""Phase 1: detect the base model's knowledge distribution over domains (the paper's Phase 1).
 
 1. The model generates N sequences freely, starting from its BOS token alone.
 2. A domain-probability estimator gives each sequence a probability vector over the domains.
@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import ProbeConfig
-from ..data.sources import DomainData, SFTExample
+from ..data.examples import DomainData, SFTExample
 from ..errors import ConfigError
 from .weights import apply_floor
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.sources import MCItem
+from ..data.examples import MCItem
 from ..data.formatting import IGNORE_INDEX, collate, encode_choice
 from .parallel import SINGLE_PROCESS, Parallel
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..config import RunConfig
-from ..data.sources import DomainData
+from ..data.examples import DomainData
 from .checkpointing import write_json_atomic
 from .hooks import HookList
 from .models import cache_root

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..data.sources import DomainData
+from ..data.examples import DomainData
 from ..mixing.sampler import DomainSampler
 from ..mixing.strategies import WeightingStrategy
 from .models import LoadedModel
