@@ -252,7 +252,7 @@ def test_a_variant_changes_only_its_method_settings_and_names_its_runs():
 
 
 def test_cli_variant_syntax():
-    from versatune_mlops.cli import _parse_variant
+    from versatune_mlops.cli.bench import parse_variant as _parse_variant
     from versatune_mlops.errors import VersaTuneError
 
     variant = _parse_variant("versatune_paper:method=versatune, beta=0,method.eta=0.5")

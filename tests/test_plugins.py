@@ -144,6 +144,7 @@ def test_context_tags_on_a_plain_start_run(tmp_path, monkeypatch):
 
 def test_cli_sets_the_run_context_for_the_command_only(tmp_path, monkeypatch):
     from versatune_mlops import cli
+    from versatune_mlops.integrations.mlflow import entrypoints
 
     seen = {}
 
@@ -151,7 +152,7 @@ def test_cli_sets_the_run_context_for_the_command_only(tmp_path, monkeypatch):
         seen.update(run_context.current())
         raise DataError("stop here")
 
-    monkeypatch.setattr(cli, "_train_here", fake_train)
+    monkeypatch.setattr(entrypoints, "train_here", fake_train)
     assert cli.main(["train", "--preset", "tiny", "--method", "uniform", "--no-tracking",
                      "--output-dir", str(tmp_path)]) == 2
     assert seen == {"method": "uniform", "mode": "fostering", "preset": "tiny", "domains": ",".join(DOMAINS)}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from versatune_mlops.config import DataConfig, ProbeConfig
+from versatune_mlops.config import DataConfig
 from versatune_mlops.data.sources import load_domain_data
 from versatune_mlops.errors import ConfigError
 from versatune_mlops.mixing.probe import ESTIMATORS, aggregate_distribution, build_estimator, fit_estimator, run_probe

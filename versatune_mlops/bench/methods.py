@@ -1,6 +1,7 @@
 """``versatune bench``: every mixing method at the same token budget, over seeds, in one command.
 
-Fostering compares the baselines of DESIGN.md §2.4 with VersaTune (dynamic); expansion compares
+Fostering compares the baselines (uniform, size-proportional, inverse probe, VersaTune-constant, DoReMi,
+ODM: every registered fostering method) with VersaTune (dynamic); expansion compares
 100%-target SFT, target + uniform non-target and VersaTune expansion for each target domain.
 
 What is shared so that only the mixture differs between runs: the data split, the base model, its

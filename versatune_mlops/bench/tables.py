@@ -4,7 +4,7 @@ Pure functions over plain records (numpy + scipy only), so the tables are unit-t
 training anything. A record is one finished run: its mode, method, target, seed, the base model's
 and the trained model's per-domain held-out loss and accuracy, its timings and weight trajectory.
 
-Definitions (DESIGN.md §2.5, §6):
+Definitions (the paper's aggregate, and the loss-based score this scale needs: ARCHITECTURE.md "Measuring"):
 
 - per-domain score = exp(−held-out loss) (the per-token likelihood); the run's score is the mean over
   domains (``score/multi_domain``);

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..config import RunConfig, from_dict, validate
-from ..integrations.ray.tuning import SweepResult, TrialRecord, grid_size, objective_mode, pick_best
+from ..config import objective_mode
+from ..integrations.ray.tuning import SweepResult, TrialRecord, grid_size, pick_best
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 def weight_trajectory_figure(trajectory: Sequence[Mapping], path: Path, title: str = "Domain weights") -> Path:
     """Stacked area of the domain weights over training steps."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    _stack_weights(ax, trajectory)
+    stack_weights(ax, trajectory)
     ax.set(xlabel="step", ylabel="weight", ylim=(0, 1), title=title)
     ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def eval_loss_figure(records: Sequence[Mapping], before: Mapping[str, float], after: Mapping[str, float],
@@ -29,7 +29,7 @@ def eval_loss_figure(records: Sequence[Mapping], before: Mapping[str, float], af
         ax.plot([s for s, _ in points], [losses[domain] for _, losses in points], marker="o", ms=3, label=domain)
     ax.set(xlabel="step", ylabel="held-out response loss", title="Per-domain eval loss")
     ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def distribution_figure(distribution: Mapping[str, float], path: Path, title: str = "Probe: knowledge distribution") -> Path:
@@ -45,7 +45,7 @@ def domain_bars_figure(panels: Mapping[str, Mapping[str, float]], path: Path, ti
         for i, value in enumerate(values.values()):
             ax.text(i, value, f"{value:.2f}", ha="center", va="bottom", fontsize=8)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def sweep_figure(trials: Sequence, objective: str, path: Path) -> Path:
@@ -60,45 +60,10 @@ def sweep_figure(trials: Sequence, objective: str, path: Path) -> Path:
                        facecolors="tab:blue" if filled else "none")
         ax.set(xlabel=f"{name} ({'potential' if name == 'alpha' else 'forgetting'} coefficient)")
     axes[0].set(ylabel=objective, title="Sweep: objective vs coefficients")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def bench_loss_change_figure(fostering: Mapping, path: Path) -> Path:
-    """Grouped bars: per-domain held-out loss change vs the base model, one bar per method (95% CI)."""
-    domains, rows = fostering["domains"], fostering["rows"]
-    width = 0.8 / max(1, len(rows))
-    fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(domains)), 4))
-    for i, row in enumerate(rows):
-        cells = [row["loss_change"][d] for d in domains]
-        ax.bar([j + i * width for j in range(len(domains))], [c["mean"] for c in cells], width,
-               yerr=[c["ci95"] or 0.0 for c in cells], capsize=2, label=row["method"])
-    ax.axhline(0.0, color="black", lw=0.6)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(domains))], domains)
-    ax.set(ylabel="held-out loss change (lower = better)", title="Fostering: per-domain change vs base model")
-    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=8)
-    return _save(fig, path)
-
-
-def bench_trajectories_figure(runs: Sequence[Mapping], path: Path) -> Path:
-    """Weight trajectories side by side, one panel per (mode, target, method), first seed of each."""
-    panels: dict[str, Mapping] = {}
-    for run in runs:
-        label = run.get("label", run["method"]) + (f" (expand {run['target']})" if run.get("target") else "")
-        panels.setdefault(label, run)
-    cols = min(4, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False, sharey=True)
-    for ax, (label, run) in zip(axes.flat, panels.items()):
-        _stack_weights(ax, run["weight_trajectory"])
-        ax.set(title=label, ylim=(0, 1), xlabel="step")
-        ax.title.set_fontsize(9)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    axes.flat[0].legend(loc="lower left", fontsize=6)
-    return _save(fig, path)
-
-
-def _stack_weights(ax, trajectory: Sequence[Mapping]) -> None:
+def stack_weights(ax, trajectory: Sequence[Mapping]) -> None:
     """The weights as a stacked step function: each holds until the next re-weighting point."""
     steps = [point["step"] for point in trajectory]
     domains = list(trajectory[0]["weights"])
@@ -107,7 +72,7 @@ def _stack_weights(ax, trajectory: Sequence[Mapping]) -> None:
                                  for d in domains], labels=domains, step="post", alpha=0.85)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -11,12 +11,12 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from ...errors import ConfigError
-from .tracking import TAG_PREFIX
+from ...config import objective_mode
+from .run_context import TAG_PREFIX
 
 log = logging.getLogger(__name__)
 
 # Metrics where lower is better; every other objective is maximised.
-MINIMISE = ("eval_loss/mean", "eval_loss/worst")
 
 
 @dataclass
@@ -56,7 +56,7 @@ def best_run(runs: Sequence[Run], metric: str) -> Run:
             f"No finished run with a logged model has the metric {metric!r}. Train first (the `train` or `main` "
             f"entry point), or pick another --metric (e.g. score/multi_domain, eval_loss/mean)."
         )
-    sign = -1.0 if metric in MINIMISE else 1.0
+    sign = -1.0 if objective_mode(metric) == "min" else 1.0
     return max(scored, key=lambda r: (sign * r.data.metrics[metric], r.info.end_time or 0))
 
 

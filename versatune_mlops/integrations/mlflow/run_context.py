@@ -2,7 +2,7 @@
 
 The CLI sets them around a command (:func:`active`), so every process it starts (``mlflow run``
 steps, Ray workers and trials) inherits them, and the MLflow run-context provider
-(:mod:`versatune_mlops.plugins.context`) turns them into tags on any run started there.
+(:mod:`versatune_mlops.integrations.mlflow.plugins.context`) turns them into tags on any run started there.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import contextlib
 import os
 from typing import Iterator, Mapping, Optional, Sequence
 
+TAG_PREFIX = "versatune."
+"""Every MLflow tag this package sets starts with it (its one definition; this module is light, so
+the plugins import it from here)."""
 ENV_PREFIX = "VERSATUNE_RUN_"
 FIELDS = ("method", "mode", "preset", "domains")
 

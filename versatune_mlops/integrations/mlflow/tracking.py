@@ -25,15 +25,15 @@ from mlflow.tracking import MlflowClient
 
 from ... import __version__
 from . import run_context
+from .run_context import TAG_PREFIX
 from ...errors import ConfigError
-from .figures import (bench_loss_change_figure, bench_trajectories_figure, distribution_figure, eval_loss_figure,
+from .figures import (distribution_figure, eval_loss_figure,
                       weight_trajectory_figure)
 from ...training.hooks import TrainingHooks
 
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3 rejects longer parameter values
-TAG_PREFIX = "versatune."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def log_dataset_inputs(data, source: str) -> None:
     import pandas as pd
 
     if source == "mmlu":
-        from ...data.sources import mmlu_path
+        from ...data.mmlu import mmlu_path
 
         source = str(mmlu_path())
 
@@ -306,59 +306,3 @@ class MlflowTrackingHooks(TrainingHooks):
         log_metrics(self.run_id, final, summary["steps"])  # metrics_after came through on_eval
         if self.log_model and summary.get("model_dir"):
             log_transformers_model(self.run_id, summary["model_dir"])
-
-
-# ----------------------------------------------------------------------------------------------
-# Benchmark: one child run per method and seed under the benchmark's parent run
-
-
-def bench_run_context(parent_run_id: str, experiment_id: str):
-    """A ``bench.RunContext``: each benchmark run becomes an MLflow child run of ``parent_run_id``.
-
-    A run reused from an earlier benchmark invocation gets a child run too (params, final metrics
-    and summary.json, tagged ``versatune.reused``), so the parent always lists every method and seed.
-    """
-
-    @contextlib.contextmanager
-    def context(config, name: str, reused: Optional[dict]) -> Iterator[list[TrainingHooks]]:
-        client = MlflowClient()
-        tags = {"mlflow.parentRunId": parent_run_id, f"{TAG_PREFIX}version": __version__,
-                f"{TAG_PREFIX}step": "bench", **run_tags(config)}
-        if reused is not None:
-            tags[f"{TAG_PREFIX}reused"] = "true"
-        run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-        hooks = MlflowTrackingHooks(run_id, log_model=False)
-        with ended_with_status(run_id, end=lambda status: client.set_terminated(run_id, status=status)):
-            if reused is not None:
-                log_params(run_id, config.flat())
-                log_metrics(run_id, reused["metrics_after"], reused["steps"])
-                hooks.on_end(reused)
-            yield [hooks]
-
-    return context
-
-
-def log_bench_report(run_id: str, report: Mapping[str, Any], markdown: str) -> None:
-    """The benchmark's tables (markdown + JSON), headline metrics and figures on its parent run."""
-    client = MlflowClient()
-    client.log_dict(run_id, dict(report), "bench/report.json")
-    client.log_text(run_id, markdown, "bench/report.md")
-    metrics: dict[str, float] = {}
-    for row in (report.get("fostering") or {}).get("rows", []):
-        metrics[f"bench/score/{row['method']}"] = row["score"]["mean"]
-        metrics[f"bench/gain_over_uniform/{row['method']}"] = row["gain_over_uniform"]["mean"]
-    for block in (report.get("expansion") or {}).get("targets", []):
-        for row in block["rows"]:
-            metrics[f"bench/expansion/{block['target']}/kept/{row['method']}"] = row["kept"]["mean"]
-            metrics[f"bench/expansion/{block['target']}/degradation_reduction/{row['method']}"] = \
-                row["degradation_reduction"]["mean"]
-    if report.get("overhead"):
-        metrics["bench/overhead_ratio"] = report["overhead"]["ratio"]
-    log_metrics(run_id, metrics, step=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        if (report.get("fostering") or {}).get("rows"):
-            bench_loss_change_figure(report["fostering"], folder / "loss_change_by_method.png")
-        if report.get("runs"):
-            bench_trajectories_figure(report["runs"], folder / "weight_trajectories.png")
-        client.log_artifacts(run_id, str(folder), artifact_path="bench/figures")

@@ -19,7 +19,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from ...errors import VersaTuneError
-from .tracking import TAG_PREFIX
+from .run_context import TAG_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ...config import TUNED, RunConfig, from_dict, validate
+from ...config import TUNED, RunConfig, from_dict, objective_mode, validate
 from ...errors import ConfigError
 from ...training.hooks import TrainingHooks
-from ..mlflow.registry import MINIMISE
 
 log = logging.getLogger(__name__)
-
-
-def objective_mode(objective: str) -> str:
-    return "min" if objective in MINIMISE else "max"
 
 
 def param_space(config: RunConfig) -> dict[str, Any]:

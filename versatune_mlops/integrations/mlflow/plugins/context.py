@@ -12,8 +12,8 @@ from mlflow.tracking.context.abstract_context import RunContextProvider
 
 from .... import __version__
 from .. import run_context
+from ..run_context import TAG_PREFIX
 
-TAG_PREFIX = "versatune."  # = tracking.TAG_PREFIX; not imported from there to keep this module light
 
 
 class VersaTuneRunContextProvider(RunContextProvider):

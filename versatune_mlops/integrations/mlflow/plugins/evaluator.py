@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 
 from ....errors import ConfigError, DataError, ModelError
+from ..run_context import TAG_PREFIX
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-TAG_PREFIX = "versatune."
 ARTIFACT_DIR = "versatune_eval"
 MODEL_TYPES = ("text",)
 
@@ -193,7 +193,8 @@ def frame_to_items(frame, settings: EvaluatorSettings, trained_domains: Optional
     Errors name the missing column or the domains the model was not trained on.
     """
     from ....config import DataConfig
-    from ....data.sources import MCItem, to_example
+    from ....data.examples import MCItem
+    from ....data.files import to_example
 
     columns = [str(c) for c in frame.columns]
     if settings.domain_column not in columns:

@@ -37,11 +37,11 @@ from mlflow.projects.submitted_run import SubmittedRun
 from mlflow.tracking import MlflowClient
 
 from ....errors import ConfigError
+from ..run_context import TAG_PREFIX
 
 log = logging.getLogger(__name__)
 job_log = logging.getLogger(f"{__name__}.job")
 
-TAG_PREFIX = "versatune."
 # Keys MLflow itself puts into backend_config (mlflow.projects.utils PROJECT_*, the local run id).
 MLFLOW_KEYS = ("ENV_MANAGER", "SYNCHRONOUS", "DOCKER_ARGS", "STORAGE_DIR", "build_image", "docker_auth",
                "_mlflow_local_backend_run_id")

@@ -1,0 +1,54 @@
+"""`versatune`: build the parser from the command modules and dispatch.
+
+Errors caused by input (bad config, data, model path) print one clear message and exit with 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from ..errors import VersaTuneError
+from . import bench, commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="versatune", description="VersaTune multi-domain SFT.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands.add_parsers(sub)
+    bench.add_parsers(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    try:
+        with contextlib.ExitStack() as args.exit_stack:
+            return args.handler(args)
+    except VersaTuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        _record_on_inherited_run(f"{type(exc).__name__}: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the newest checkpoint in the output folder is intact; resume with --resume", file=sys.stderr)
+        return 130
+
+
+def _record_on_inherited_run(message: str) -> None:
+    if os.environ.get("MLFLOW_RUN_ID"):  # only under `mlflow run`: MLflow loads only then
+        from ..integrations.mlflow.entrypoints import tag_inherited_run
+
+        tag_inherited_run(message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
