@@ -65,7 +65,7 @@ def test_yaml_config_file(tmp_path):
         ({"method.prior": {"law": float("nan"), "code": 1.0}}, "method.prior['law'] = nan"),
         ({"method.prior": {"law": 0.0, "code": 0.0}}, "method.prior sums to zero"),
         ({"method.reference": "fixed"}, "needs method.reference_losses"),
-        ({"method.reference_losses": {"law": -1.0}}, "must be a finite loss >= 0"),
+        ({"method.reference": "fixed", "method.reference_losses": {"law": -1.0}}, "must be a finite loss >= 0"),
         ({"train.max_length": 4}, "train.max_length=4 must be >= 8"),
         ({"train.max_steps": 0}, "train.max_steps=0"),
         ({"probe.top_p": 0.0}, "probe.top_p=0.0 must be in (0, 1]"),
@@ -82,3 +82,43 @@ def test_bad_values_are_rejected_with_a_fix(overrides, fragment):
 
 def test_validate_distribution_normalises():
     assert validate_distribution({"a": 1, "b": 3}, "w") == {"a": 0.25, "b": 0.75}
+
+
+def test_a_config_file_that_names_a_preset_builds_on_it(tmp_path):
+    file = tmp_path / "run.yaml"
+    file.write_text("preset: tiny\ntrain:\n  max_steps: 3\n")
+    config = load_config(config_file=file)
+    # defaults < the preset the file names < the file < --set
+    assert config.preset == "tiny" and config.model.name == "tiny" and config.probe.num_samples == load_config("tiny").probe.num_samples
+    assert config.train.max_steps == 3
+    assert load_config(config_file=file, overrides={"train.max_steps": 5}).train.max_steps == 5
+    assert load_config("tiny", config_file=file).train.max_steps == 3  # the same preset twice is fine
+
+
+def test_a_config_file_naming_another_preset_than_the_flag_is_refused(tmp_path):
+    file = tmp_path / "run.yaml"
+    file.write_text("preset: tiny\n")
+    with pytest.raises(ConfigError, match=r"says 'preset: tiny' but --preset smollm2.*drop --preset"):
+        load_config("smollm2", config_file=file)
+    file.write_text("preset: nope\n")
+    with pytest.raises(ConfigError, match=r"Unknown preset 'nope'"):
+        load_config(config_file=file)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"preset": "smollm2"}, "pass --preset NAME"),
+    ({"method.target": "law"}, "method.target='law' only applies in expansion mode"),
+    ({"method.reference_losses": {"law": 1.0}}, "only read with method.reference=fixed"),
+])
+def test_keys_that_would_have_no_effect_are_refused(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config("tiny", overrides=overrides)
+
+
+def test_coefficients_come_out_of_the_config_as_one_frozen_object():
+    import dataclasses
+
+    coefficients = load_config("tiny", overrides={"method.alpha": 2.0, "method.epsilon": 0.1}).method.coefficients()
+    assert (coefficients.alpha, coefficients.beta, coefficients.epsilon) == (2.0, 1.0, 0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        coefficients.alpha = 3.0

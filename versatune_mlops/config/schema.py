@@ -1,0 +1,248 @@
+"""Typed configuration (the schema): dataclasses, YAML presets in ``projects/``, and the one place that validates.
+
+A run is described by :class:`RunConfig`. It is built from a preset (``projects/<name>.yaml``) or a
+YAML file, then dotted overrides (``train.max_steps=40``) are applied, then :func:`validate` checks
+every value once. Modules downstream trust a validated config and do not re-check it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from ..mixing.strategies import method_names
+from ..mixing.weights import Coefficients
+
+DEFAULT_DOMAINS = ("law", "medicine", "finance", "science", "code", "general")
+
+# Every method list derives from the strategy registry (mixing/strategies.py): one class per method.
+METHODS = method_names()
+EXPANSION_METHODS = method_names(supports_expansion=True)
+EXPANSION_ONLY_METHODS = method_names(expansion_only=True)
+REFERENCE_STRATEGIES = ("initial_fraction", "fixed", "specialist")
+ESTIMATORS = ("tfidf_logreg",)
+
+
+def projects_dir() -> Path:
+    """The folder with the ready experiment presets.
+
+    ``projects/`` at the repository root is where users read and copy them; ``versatune_mlops/presets``
+    is a link to it, which a wheel ships as package data, so an installed package finds the same files.
+    """
+    return Path(__file__).resolve().parent.parent / "presets"
+
+
+@dataclass
+class DataConfig:
+    source: str = "mmlu"
+    """``mmlu`` (embedded MMLU, six domains), a local JSONL/CSV/Parquet file or folder, a saved
+    ``datasets`` folder, or a hub dataset name."""
+    format: str = "auto"
+    """``auto`` (from the file suffix), ``jsonl``, ``csv``, ``parquet`` or ``hf``."""
+    hf_split: str = "train"
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    domain_column: str = "domain"
+    messages_column: Optional[str] = None
+    """If set, a chat ``messages`` column is used instead of prompt/response columns; the last
+    assistant message is the response."""
+    domains: Optional[list[str]] = None
+    """Domains to train on. ``None``: the six defaults for MMLU, every domain present otherwise."""
+    eval_fraction: float = 0.1
+    """Share of each domain held out for evaluation (at least one example per domain)."""
+    max_eval_per_domain: Optional[int] = 48
+    max_examples_per_domain: Optional[int] = None
+    """Cap on examples (MMLU: questions) per domain before the split, for quick runs."""
+    split_seed: int = 0
+
+
+@dataclass
+class TinyModelConfig:
+    num_layers: int = 4
+    hidden_size: int = 256
+    num_heads: int = 4
+    vocab_size: int = 2048
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2"
+    """``smollm2`` (embedded SmolLM2-135M-Instruct), ``tiny`` (random init, for tests), a local
+    folder, or a hub id."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    bf16: bool = False
+    """bf16 autocast (CPU or GPU). The LM head and losses stay fp32."""
+    torch_threads: Optional[int] = None
+    device: str = "auto"
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    cache_dir: Optional[str] = None
+    """Where converted checkpoints, tokenizers and reference losses are cached.
+    Default: ``$VERSATUNE_CACHE`` or ``~/.cache/versatune_mlops``."""
+
+
+@dataclass
+class ProbeConfig:
+    num_samples: int = 256
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.1
+    estimator: str = "tfidf_logreg"
+    floor: float = 0.02
+    """Minimum initial weight of a domain before renormalising, so none starts at zero."""
+    seed: int = 0
+
+
+@dataclass
+class MethodConfig:
+    method: str = "versatune"
+    mode: str = "fostering"
+    target: Optional[str] = None
+    """Target domain in expansion mode."""
+    alpha: float = 1.0
+    """Potential coefficient."""
+    beta: float = 1.0
+    """Forgetting coefficient."""
+    eta: float = 1.0
+    """Step size of the multiplicative update."""
+    epsilon: float = 0.0
+    """Smoothing toward uniform after each update, in [0, 1]."""
+    interval: int = 10
+    """Re-weight every this many optimizer steps; 0 re-weights once per epoch (the paper)."""
+    prior: Optional[dict[str, float]] = None
+    """Initial distribution used instead of running the probe (domain -> probability)."""
+    reference: str = "initial_fraction"
+    """How the reference loss (the loss a domain can reach) is obtained: ``initial_fraction``
+    (free: ``reference_fraction`` x the base model's loss), ``fixed`` (``reference_losses``), or
+    ``specialist`` (short single-domain runs, cached on disk)."""
+    reference_fraction: float = 0.8
+    reference_losses: Optional[dict[str, float]] = None
+    specialist_steps: int = 20
+    target_initial_share: float = 0.5
+    target_max_share: float = 0.9
+
+    def coefficients(self) -> Coefficients:
+        """The re-weighting coefficients as one frozen object (ranges checked by validate())."""
+        return Coefficients(alpha=self.alpha, beta=self.beta, eta=self.eta, epsilon=self.epsilon)
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 40
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lr_schedule: str = "cosine"
+    grad_clip: float = 1.0
+    max_length: int = 256
+    eval_batch_size: int = 16
+    checkpoint_every: int = 0
+    """Save a checkpoint every this many steps (0: only at the end)."""
+    keep_checkpoints: int = 1
+    """How many of the newest checkpoints to keep (older ones are deleted after a new one is written)."""
+    log_every: int = 5
+    eval_static_mixtures: bool = True
+    """Evaluate static mixtures at the re-weighting points too, for their loss curves. Dynamic
+    methods always evaluate there (their update needs it); false keeps static runs eval-free."""
+    eval_accuracy: bool = True
+    """Multiple-choice accuracy before and after training (costs one forward pass per option)."""
+    save_model: bool = True
+    """Save the trained model (LoRA merged) and tokenizer to ``<output_dir>/model``."""
+    seed: int = 0
+
+
+@dataclass
+class DistributedConfig:
+    num_workers: int = 0
+    """Ray Train workers; 0 runs the plain single-process loop (no Ray)."""
+    use_gpu: Optional[bool] = None
+    """One GPU per worker; None: when the cluster has GPUs."""
+    address: Optional[str] = None
+    """Ray cluster address (``ray://host:10001`` or ``auto``); None starts a local Ray."""
+    storage_path: Optional[str] = None
+    """Where Ray keeps checkpoints (absolute path or ``s3://...``; shared storage on a cluster).
+    Default: ``<output_dir>/ray``."""
+    max_failures: int = 0
+    """Restarts of a failed worker group from its newest checkpoint."""
+
+
+SEARCHERS = ("random", "grid", "optuna")
+# The user-facing range of every re-weighting coefficient: method.<name> and the tune.<name> ranges.
+COEFFICIENT_BOUNDS = {"alpha": (0.0, 100.0), "beta": (0.0, 100.0), "eta": (0.0, 100.0), "epsilon": (0.0, 1.0)}
+TUNED = tuple(COEFFICIENT_BOUNDS)
+# Objectives a sweep or the registry can rank by, and which way is better. Any other metric ranks
+# as objective_mode() says: eval_loss/* is minimised, everything else maximised.
+OBJECTIVES = {"score/multi_domain": "max", "eval_loss/mean": "min", "eval_loss/worst": "min", "accuracy/mean": "max"}
+
+
+def objective_mode(metric: str) -> str:
+    """'min' or 'max': the direction in which ``metric`` improves."""
+    return OBJECTIVES.get(metric, "min" if metric.startswith("eval_loss/") else "max")
+
+
+@dataclass
+class TuneConfig:
+    searcher: str = "optuna"
+    """``random``, ``grid`` or ``optuna``."""
+    num_samples: int = 4
+    """Trials for random/optuna (grid: one per grid point)."""
+    grid_points: int = 2
+    """Grid values per coefficient range (grid searcher)."""
+    objective: str = "score/multi_domain"
+    """Metric to optimise: score/multi_domain (max), eval_loss/mean or eval_loss/worst (min), accuracy/mean (max)."""
+    asha: bool = True
+    grace_intervals: int = 1
+    """ASHA stops no trial before this many re-weighting intervals after the first weight update
+    (before it, trials that differ only in their coefficients have trained identically)."""
+    workers_per_trial: int = 0
+    """Ray Train workers inside each trial (each trial then builds its own TorchTrainer); 0 trains in
+    the trial's own process. Needs ``asha: false``: see validate()."""
+    alpha: list[float] = field(default_factory=lambda: [0.0, 2.0])
+    beta: list[float] = field(default_factory=lambda: [0.0, 2.0])
+    eta: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    epsilon: list[float] = field(default_factory=lambda: [0.0, 0.1])
+    interval: list[int] = field(default_factory=lambda: [5, 10])
+    """Re-weighting intervals to choose from."""
+    log_models: bool = True
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    preset: Optional[str] = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values, for logging as parameters."""
+        return flatten(self.to_dict())
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and key not in ("prior", "reference_losses"):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+

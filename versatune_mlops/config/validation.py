@@ -1,0 +1,200 @@
+"""Validation: the one place that checks a config's values, with messages that say how to fix them.
+
+Modules downstream trust a validated config and do not re-check it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from ..mixing.strategies import check_method_mode
+from .schema import (COEFFICIENT_BOUNDS, ESTIMATORS, OBJECTIVES, REFERENCE_STRATEGIES, SEARCHERS, RunConfig)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_distribution(values: Mapping[str, Any], what: str) -> dict[str, float]:
+    """Check a domain -> weight mapping: finite, non-negative, positive sum. Returns it normalised."""
+    _check(isinstance(values, Mapping) and len(values) > 0, f"{what} must be a non-empty mapping domain -> weight.")
+    for domain, weight in values.items():
+        _check(
+            _is_number(weight) and weight >= 0,
+            f"{what}[{domain!r}] = {weight!r} is not a finite non-negative number. "
+            f"Give every domain a weight >= 0.",
+        )
+    total = float(sum(values.values()))
+    _check(total > 0, f"{what} sums to zero. Give at least one domain a positive weight.")
+    return {d: float(w) / total for d, w in values.items()}
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Check every value once, with messages that say how to fix them."""
+    _validate_data(config)
+    _validate_model(config)
+    _validate_probe(config)
+    _validate_method(config)
+    _validate_train(config)
+    _validate_distributed(config)
+    _validate_tune(config)
+    return config
+
+
+def _validate_data(config: RunConfig) -> None:
+    d = config.data
+    _check(d.format in ("auto", "jsonl", "csv", "parquet", "hf"),
+           f"data.format={d.format!r} is unknown; use auto, jsonl, csv, parquet or hf.")
+    _check(0 < d.eval_fraction < 1, f"data.eval_fraction={d.eval_fraction} must be in (0, 1), e.g. 0.1.")
+    if d.domains is not None:
+        _check(isinstance(d.domains, list) and len(d.domains) >= 1 and all(isinstance(x, str) and x for x in d.domains),
+               f"data.domains={d.domains!r} must be a list of domain names.")
+        _check(len(set(d.domains)) == len(d.domains), f"data.domains={d.domains!r} lists a domain twice.")
+    for name in ("max_eval_per_domain", "max_examples_per_domain"):
+        value = getattr(d, name)
+        _check(value is None or (isinstance(value, int) and value >= 1),
+               f"data.{name}={value!r} must be a positive integer or null.")
+
+
+def _validate_model(config: RunConfig) -> None:
+    m = config.model
+    _check(isinstance(m.name, str) and m.name, "model.name must be 'smollm2', 'tiny', a local folder or a hub id.")
+    _check(m.lora_r >= 1, f"model.lora_r={m.lora_r} must be >= 1.")
+    _check(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"),
+           f"model.device={m.device!r} is unknown; use auto, cpu, cuda or cuda:N.")
+    _check(m.torch_threads is None or m.torch_threads >= 1, f"model.torch_threads={m.torch_threads} must be >= 1.")
+
+
+def _validate_probe(config: RunConfig) -> None:
+    p = config.probe
+    _check(p.num_samples >= 1, f"probe.num_samples={p.num_samples} must be >= 1.")
+    _check(p.max_new_tokens >= 1, f"probe.max_new_tokens={p.max_new_tokens} must be >= 1.")
+    _check(p.batch_size >= 1, f"probe.batch_size={p.batch_size} must be >= 1.")
+    _check(p.temperature > 0, f"probe.temperature={p.temperature} must be > 0 (the paper uses 1.0).")
+    _check(0 < p.top_p <= 1, f"probe.top_p={p.top_p} must be in (0, 1].")
+    _check(p.top_k >= 0, f"probe.top_k={p.top_k} must be >= 0 (0 turns top-k off).")
+    _check(p.repetition_penalty > 0, f"probe.repetition_penalty={p.repetition_penalty} must be > 0.")
+    _check(p.estimator in ESTIMATORS, f"probe.estimator={p.estimator!r} is unknown; use one of {', '.join(ESTIMATORS)}.")
+    _check(0 <= p.floor < 1, f"probe.floor={p.floor} must be in [0, 1).")
+
+
+def _validate_method(config: RunConfig) -> None:
+    mc, d = config.method, config.data
+    check_method_mode(mc.method, mc.mode)  # the registry's classes say which method supports which mode
+    # Keys that are accepted but would have no effect are refused, so nothing is silently ignored.
+    _check(mc.mode == "expansion" or mc.target is None,
+           f"method.target={mc.target!r} only applies in expansion mode; add --mode expansion (method.mode) "
+           f"or drop the target.")
+    _check(mc.reference == "fixed" or mc.reference_losses is None,
+           f"method.reference_losses is only read with method.reference=fixed (now {mc.reference!r}); set "
+           f"method.reference=fixed or drop the losses.")
+    if mc.mode == "expansion":
+        _check(mc.target is not None, "Expansion mode needs a target domain: pass --target DOMAIN.")
+        if d.domains is not None:
+            _check(mc.target in d.domains,
+                   f"Target domain {mc.target!r} is not a domain of this run ({', '.join(d.domains)}). "
+                   f"Pick --target from that list.")
+    for name, (low, high) in COEFFICIENT_BOUNDS.items():
+        value = getattr(mc, name)
+        _check(_is_number(value) and low <= value <= high,
+               f"method.{name}={value!r} is out of range; it must be a finite number in [{low:g}, {high:g}].")
+    _check(isinstance(mc.interval, int) and mc.interval >= 0,
+           f"method.interval={mc.interval!r} must be an integer >= 0 (0: once per epoch).")
+    if mc.prior is not None:
+        validate_distribution(mc.prior, "method.prior")
+    _check(mc.reference in REFERENCE_STRATEGIES,
+           f"method.reference={mc.reference!r} is unknown; use one of {', '.join(REFERENCE_STRATEGIES)}.")
+    _check(_is_number(mc.reference_fraction) and 0 < mc.reference_fraction <= 1,
+           f"method.reference_fraction={mc.reference_fraction} must be in (0, 1].")
+    if mc.reference == "fixed":
+        _check(bool(mc.reference_losses), "method.reference=fixed needs method.reference_losses (domain -> loss).")
+    if mc.reference_losses is not None:
+        for domain, loss in mc.reference_losses.items():
+            _check(_is_number(loss) and loss >= 0,
+                   f"method.reference_losses[{domain!r}]={loss!r} must be a finite loss >= 0.")
+    _check(mc.specialist_steps >= 1, f"method.specialist_steps={mc.specialist_steps} must be >= 1.")
+    _check(0 < mc.target_initial_share < 1, f"method.target_initial_share={mc.target_initial_share} must be in (0, 1).")
+    _check(mc.target_initial_share <= mc.target_max_share < 1,
+           f"method.target_max_share={mc.target_max_share} must be in [target_initial_share, 1).")
+
+
+def _validate_train(config: RunConfig) -> None:
+    t = config.train
+    _check(isinstance(t.max_steps, int) and t.max_steps >= 1, f"train.max_steps={t.max_steps!r} must be an integer >= 1.")
+    _check(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1.")
+    _check(_is_number(t.learning_rate) and t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0.")
+    _check(0 <= t.warmup_ratio < 1, f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1).")
+    _check(t.lr_schedule in ("cosine", "linear", "constant"),
+           f"train.lr_schedule={t.lr_schedule!r} is unknown; use cosine, linear or constant.")
+    _check(t.max_length >= 8, f"train.max_length={t.max_length} must be >= 8 tokens.")
+    _check(t.eval_batch_size >= 1, f"train.eval_batch_size={t.eval_batch_size} must be >= 1.")
+    _check(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0.")
+    _check(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1.")
+    _check(t.log_every >= 1, f"train.log_every={t.log_every} must be >= 1.")
+
+
+def _validate_distributed(config: RunConfig) -> None:
+    dc, t = config.distributed, config.train
+    _check(isinstance(dc.num_workers, int) and dc.num_workers >= 0,
+           f"distributed.num_workers={dc.num_workers!r} must be an integer >= 0 (0: no Ray).")
+    if dc.num_workers:
+        _check(t.batch_size >= dc.num_workers,
+               f"train.batch_size={t.batch_size} is smaller than distributed.num_workers={dc.num_workers}: every "
+               f"worker needs at least one example per step. Raise the batch size or use fewer workers.")
+    _check(dc.max_failures >= 0, f"distributed.max_failures={dc.max_failures} must be >= 0.")
+
+
+def _validate_tune(config: RunConfig) -> None:
+    tc = config.tune
+    _check(tc.searcher in SEARCHERS, f"Unknown searcher {tc.searcher!r}. Use one of: {', '.join(SEARCHERS)}.")
+    _check(tc.num_samples >= 1, f"tune.num_samples={tc.num_samples} must be >= 1.")
+    _check(tc.grid_points >= 1, f"tune.grid_points={tc.grid_points} must be >= 1.")
+    _check(tc.objective in OBJECTIVES,
+           f"tune.objective={tc.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}.")
+    _check(tc.grace_intervals >= 1, f"tune.grace_intervals={tc.grace_intervals} must be >= 1.")
+    _check(tc.workers_per_trial >= 0, f"tune.workers_per_trial={tc.workers_per_trial} must be >= 0.")
+    # Measured with Ray 2.60 without ray[default]: when ASHA stops a trial that runs its own
+    # TorchTrainer, the trainer's placement group is not cleaned up (the cleaner needs the state
+    # API of the dashboard), its CPUs stay taken and the next trial waits forever.
+    _check(not (tc.asha and tc.workers_per_trial > 0),
+           f"tune.asha=true with tune.workers_per_trial={tc.workers_per_trial} would leak the CPUs of every "
+           f"early-stopped trial's TorchTrainer and hang the sweep. Set tune.asha=false to keep Train workers "
+           f"per trial, or tune.workers_per_trial=0 to stop trials early.")
+    for name in COEFFICIENT_BOUNDS:
+        bounds = getattr(tc, name)
+        _check(isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds),
+               f"tune.{name}={bounds!r} must be a range [low, high] of two numbers.")
+        _check(bounds[0] <= bounds[1], f"tune.{name}={bounds!r} is an inverted range; write it as [low, high].")
+        low, high = COEFFICIENT_BOUNDS[name]
+        _check(low <= bounds[0] and bounds[1] <= high,
+               f"tune.{name}={bounds!r} leaves the allowed range [{low:g}, {high:g}] of method.{name}.")
+    _check(isinstance(tc.interval, list) and len(tc.interval) >= 1
+           and all(isinstance(i, int) and i >= 1 for i in tc.interval),
+           f"tune.interval={tc.interval!r} must be a non-empty list of positive step counts.")
+
+
+def check_domains_against_data(config: RunConfig, data_domains: list[str]) -> None:
+    """Checks that need the loaded data: the target and the prior must name the run's domains."""
+    mc = config.method
+    if mc.mode == "expansion" and mc.target not in data_domains:
+        raise ConfigError(
+            f"Target domain {mc.target!r} is not a domain of this run ({', '.join(data_domains)}). "
+            f"Pick --target from that list."
+        )
+    for what, mapping in (("method.prior", mc.prior), ("method.reference_losses", mc.reference_losses)):
+        if mapping is None:
+            continue
+        unknown = sorted(set(mapping) - set(data_domains))
+        missing = sorted(set(data_domains) - set(mapping))
+        if unknown or missing:
+            raise ConfigError(
+                f"{what} does not match the run's domains: unknown {unknown or 'none'}, missing "
+                f"{missing or 'none'}. Give exactly one value per domain: {', '.join(data_domains)}."
+            )
