@@ -44,3 +44,37 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme.split("\n## ")[0]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_a_built_wheel_installs_and_finds_its_presets_outside_the_checkout(tmp_path):
+    """`pip install .` (not only an editable checkout): the CLI runs and the presets ship as package data."""
+    import os
+    import subprocess
+    import sys
+    import sysconfig
+
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(wheels)], check=True, capture_output=True, cwd=tmp_path)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    # The dependencies come from this environment (a path entry, so its editable checkout is not seen).
+    (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", *map(str, wheels.glob("*.whl"))],
+                   check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    help_text = subprocess.run([str(venv / "bin" / "versatune"), "--help"], cwd=elsewhere, env=env,
+                               check=True, capture_output=True, text=True).stdout
+    assert "train" in help_text and "bench" in help_text
+    code = ("import versatune_mlops, versatune_mlops.config as c; "
+            "print(versatune_mlops.__file__); print(c.available_presets()); print(c.load_config('tiny').model.name)")
+    out = subprocess.run([str(python), "-c", code], cwd=elsewhere, env=env, check=True, capture_output=True,
+                         text=True).stdout.splitlines()
+    assert out[0].startswith(site), f"imported {out[0]}, not the installed wheel"
+    assert "tiny" in out[1] and "smollm2" in out[1]
+    assert out[2] == "tiny"

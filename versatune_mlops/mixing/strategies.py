@@ -186,8 +186,7 @@ def check_method_mode(method: str, mode: str) -> None:
             f"method={method!r} does not support it. Use one of those, or mode 'fostering'."
         )
     if mode != "expansion" and cls.expansion_only:
-        raise ConfigError(f"Method {method!r} is an expansion baseline; use mode 'expansion' with a target "
-                          f"(--mode expansion --target DOMAIN).")
+        raise ConfigError(f"method={method!r} is an expansion baseline; pass --mode expansion --target DOMAIN.")
 
 
 # Registration order is the order of every method list (CLI choices, benchmark rows): the baselines
