@@ -14,14 +14,15 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import VersaTuneError
-from . import bench, commands
+from .bench import add_parsers as add_bench_parsers
+from .commands import add_parsers as add_product_parsers
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="versatune", description="VersaTune multi-domain SFT.")
     sub = parser.add_subparsers(dest="command", required=True)
-    commands.add_parsers(sub)
-    bench.add_parsers(sub)
+    add_product_parsers(sub)
+    add_bench_parsers(sub)
     return parser
 
 
