@@ -61,9 +61,11 @@ def test_a_built_wheel_installs_and_finds_its_presets_outside_the_checkout(tmp_p
     python = venv / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
-    # The dependencies come from this environment (a path entry, so its editable checkout is not seen).
+    # The dependencies come from this environment (a path entry, so its editable checkout is not seen;
+    # --ignore-installed, because pip would see that checkout's metadata there and skip the wheel).
     (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", *map(str, wheels.glob("*.whl"))],
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",
+                    *map(str, wheels.glob("*.whl"))],
                    check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -36,10 +36,13 @@ def add_parsers(sub) -> None:
     add_tracking_options(methods)
     methods.set_defaults(handler=cmd_bench)
 
-    loop = sub.add_parser("bench-loop", help="tokens/s of the training loop vs a bare torch loop, side by side")
+    loop = sub.add_parser("bench-loop", help="throughput report: the loop before/after, a bare torch loop, memory, "
+                                             "MFU against this machine's matmul rate, evaluation speed")
     add_config_options(loop, preset_default="tiny")
-    loop.add_argument("--steps", type=int, default=30, help="measured steps per loop")
-    loop.add_argument("--repeats", type=int, default=3, help="alternating repeats of each loop")
+    loop.add_argument("--steps", type=int, default=16, help="measured steps per variant (a multiple of "
+                      "train.length_group_batches keeps every group whole)")
+    loop.add_argument("--repeats", type=int, default=2, help="alternating repeats of each variant")
+    loop.add_argument("--compile", action="store_true", help="also measure train.compile=true (torch.compile)")
     add_verbose(loop)
     loop.set_defaults(handler=cmd_bench_loop)
 
@@ -128,15 +131,31 @@ def parse_variant(text: str):
 
 
 def cmd_bench_loop(args) -> int:
-    from ..bench.loop_speed import run_loop_benchmark
+    from ..bench.throughput import DEFAULT_VARIANTS, run_throughput_report
 
     config = config_from_args(args)
-    result = run_loop_benchmark(config, steps=args.steps, repeats=args.repeats)
-    print(f"model {result['model']}, batch {result['batch_size']}, bf16={result['bf16']}, "
-          f"{result['steps']} steps x {result['repeats']} repeats, threads {result['threads']}")
-    print(f"bare torch loop   : {result['bare_tokens_per_s']:9.1f} tokens/s (median)")
-    print(f"versatune loop    : {result['loop_tokens_per_s']:9.1f} tokens/s (median)")
-    print(f"ratio loop / bare : {result['ratio']:.3f}  (target >= 0.95)")
+    variants = DEFAULT_VARIANTS + (("after + compile",) if args.compile else ())
+    report = run_throughput_report(config, steps=args.steps, repeats=args.repeats, variants=variants)
+    rows, rates = report["rows"], report["matmul_flops"]
+    print(f"model {report['model']} ({'LoRA' if report['lora'] else 'full FT'}, bf16 autocast={report['bf16']}), "
+          f"batch {report['batch_size']} x max {report['max_length']}, {report['steps']} steps x {report['repeats']} "
+          f"repeats, {report['device']}, {report['threads']} threads")
+    print(f"matmul 2048^2: bf16 {rates['bfloat16'] / 1e9:.1f} GFLOP/s, fp32 {rates['float32'] / 1e9:.1f} GFLOP/s "
+          f"(MFU against {report['peak_dtype']})")
+    print(f"{'variant':<22} {'resp tok/s':>10} {'tokens/s':>9} {'padding':>8} {'peak GB':>8} {'MFU':>6} {'eval seq/s':>10}")
+    for name, row in rows.items():
+        print(f"{name:<22} {row['response_tokens_per_s']:>10.1f} {row['tokens_per_s']:>9.1f} {row['padding']:>8.1%} "
+              f"{row['peak_memory_gb']:>8.2f} {row['mfu']:>6.1%} {row['eval_sequences_per_s']:>10.2f}")
+    if "before" in rows and "after" in rows:
+        before, after = rows["before"], rows["after"]
+        print(f"after / before    : {after['tokens_per_s'] / before['tokens_per_s']:.2f}x non-padding tokens/s, "
+              f"{after['response_tokens_per_s'] / before['response_tokens_per_s']:.2f}x response tokens/s, "
+              f"{after['eval_sequences_per_s'] / before['eval_sequences_per_s']:.2f}x eval sequences/s (targets 1.5x, 2x)")
+    if "bare torch" in rows and "after" in rows:
+        print(f"bare torch loop   : {rows['bare torch']['tokens_per_s']:9.1f} tokens/s (median)")
+        print(f"versatune loop    : {rows['after']['tokens_per_s']:9.1f} tokens/s (median)")
+        print(f"ratio loop / bare : {rows['after']['tokens_per_s'] / rows['bare torch']['tokens_per_s']:.3f}  (target >= 0.95)")
+    print(report["flop_formula"])
     return 0
 
 

@@ -77,7 +77,10 @@ class ModelConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     bf16: bool = False
-    """bf16 autocast (CPU or GPU). The LM head and losses stay fp32."""
+    """bf16 autocast (CPU or GPU). The cross-entropy stays fp32."""
+    dtype: str = "float32"
+    """Storage of the frozen base weights: ``float32`` or ``bfloat16`` (LoRA only: the trainable
+    adapter stays fp32; halves the model's memory)."""
     torch_threads: Optional[int] = None
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
@@ -149,6 +152,17 @@ class TrainConfig:
     """Save a checkpoint every this many steps (0: only at the end)."""
     keep_checkpoints: int = 1
     """How many of the newest checkpoints to keep (older ones are deleted after a new one is written)."""
+    length_group_batches: int = 8
+    """Draw this many batches at once by the live weights, sort them by length and train on them as
+    batches of similar length (less padding); 1 turns grouping off. A group never crosses a
+    re-weighting point or a checkpoint, so the mixture and exact resume are unchanged."""
+    response_only_loss: bool = True
+    """Apply the LM head at the response positions only (same loss, less compute and memory); false
+    computes the logits of every position, the reference path the fast one is tested against."""
+    gradient_checkpointing: bool = False
+    """Recompute each transformer block's activations in the backward pass: less memory, ~30% more compute."""
+    compile: bool = False
+    """torch.compile the model (see BENCHMARKS.md for when it pays on this machine)."""
     log_every: int = 5
     eval_static_mixtures: bool = True
     """Evaluate static mixtures at the re-weighting points too, for their loss curves. Dynamic

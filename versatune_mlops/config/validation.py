@@ -70,6 +70,11 @@ def _validate_model(config: RunConfig) -> None:
     _check(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"),
            f"model.device={m.device!r} is unknown; use auto, cpu, cuda or cuda:N.")
     _check(m.torch_threads is None or m.torch_threads >= 1, f"model.torch_threads={m.torch_threads} must be >= 1.")
+    _check(m.dtype in ("float32", "bfloat16"), f"model.dtype={m.dtype!r} is unknown; use float32 or bfloat16.")
+    _check(m.dtype == "float32" or m.lora,
+           f"model.dtype={m.dtype} stores the weights that training updates in bf16, which loses the small "
+           f"updates of full fine-tuning; use it with model.lora=true (frozen base in bf16, adapter in fp32), "
+           f"or keep model.dtype=float32 and turn on model.bf16 autocast.")
 
 
 def _validate_probe(config: RunConfig) -> None:
@@ -138,6 +143,8 @@ def _validate_train(config: RunConfig) -> None:
     _check(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0.")
     _check(t.keep_checkpoints >= 1, f"train.keep_checkpoints={t.keep_checkpoints} must be >= 1.")
     _check(t.log_every >= 1, f"train.log_every={t.log_every} must be >= 1.")
+    _check(isinstance(t.length_group_batches, int) and t.length_group_batches >= 1,
+           f"train.length_group_batches={t.length_group_batches!r} must be an integer >= 1 (1: no grouping).")
 
 
 def _validate_distributed(config: RunConfig) -> None:

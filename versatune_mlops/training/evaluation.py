@@ -7,7 +7,6 @@ autocast, because small loss differences between domains are the signal.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from functools import lru_cache
@@ -16,11 +15,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.examples import MCItem
 from ..data.formatting import IGNORE_INDEX, collate, encode_choice
+from .loss import ResponseLoss, autocast_context, full_logits_loss
 from .parallel import SINGLE_PROCESS, Parallel
 
 log = logging.getLogger(__name__)
@@ -28,33 +27,16 @@ log = logging.getLogger(__name__)
 ACCURACY_METRIC_DIR = Path(__file__).resolve().parent / "metrics" / "domain_accuracy"
 
 
-def autocast_context(model: torch.nn.Module, bf16: bool):
-    if not bf16:
-        return contextlib.nullcontext()
-    device_type = next(model.parameters()).device.type
-    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-
-
-def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], bf16: bool = False):
+def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], bf16: bool = False,
+                     response_only: bool = True):
     """Forward pass; returns (summed response-token loss, response-token count) per example.
 
     Summed per example so callers can weight by tokens (eval) or group by domain (training).
+    ``response_only=False`` computes the logits of every position (the path before the head was
+    applied at response positions only; the throughput benchmark compares the two).
     """
-    with autocast_context(model, bf16):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return response_loss(logits, batch["labels"])
-
-
-def response_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed loss, token count) per row over the labelled tokens, in fp32; the model's logits at
-    position i predict the token at i + 1."""
-    logits = logits[:, :-1].float()  # fp32 cross-entropy
-    targets = labels[:, 1:]
-    token_loss = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view(targets.shape)
-    mask = targets != IGNORE_INDEX
-    return (token_loss * mask).sum(dim=1), mask.sum(dim=1)
+    loss = ResponseLoss(model, bf16=bf16, response_only=response_only)
+    return loss(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
 
 
 @torch.no_grad()
@@ -65,6 +47,7 @@ def domain_losses(
     pad_token_id: int,
     bf16: bool = False,
     parallel: Parallel = SINGLE_PROCESS,
+    response_only: bool = True,
 ) -> dict[str, float]:
     """Token-weighted mean response loss per domain on pre-encoded held-out examples.
 
@@ -80,11 +63,12 @@ def domain_losses(
     progress = tqdm(total=sum(map(len, shards.values())), desc="eval: loss", unit="ex", leave=False,
                     disable=not parallel.is_main)
     for row, domain in enumerate(domains):
-        examples = shards[domain]
+        # Sorted by length, so each batch pads to a similar length (the sums do not depend on order).
+        examples = sorted(shards[domain], key=lambda e: len(e["input_ids"]))
         for start in range(0, len(examples), batch_size):
             progress.update(len(examples[start : start + batch_size]))
             batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_token_id).items()}
-            loss_sum, count = per_example_loss(model, batch, bf16)
+            loss_sum, count = per_example_loss(model, batch, bf16, response_only)
             sums[row] += (float(loss_sum.sum()), int(count.sum()))
     progress.close()
     sums = parallel.sum(sums)
@@ -178,7 +162,7 @@ def choice_mean_losses(model: torch.nn.Module, encoded: Sequence[dict], pad_toke
         attention = torch.cat([torch.ones(len(encoded), shared - 1, dtype=batch["attention_mask"].dtype, device=device),
                                batch["attention_mask"]], dim=1)
         logits = model(input_ids=batch["input_ids"], attention_mask=attention, past_key_values=cache).logits
-    loss_sum, count = response_loss(logits, batch["labels"])
+    loss_sum, count = full_logits_loss(logits, batch["labels"])
     return _mean_or_nan(loss_sum, count)
 
 

@@ -131,6 +131,8 @@ def build_summary(config: RunConfig, run: TrainingRun, losses_after: dict[str, f
         "metrics_after": domain_metrics(losses_after, accuracy_after),
         "steps": state.step,
         "tokens_trained": state.tokens_trained,
+        "response_tokens_trained": state.response_tokens_trained,
+        "padding_fraction": run.padding.fraction(),
         "train_seconds": run.timings.train_seconds,
         "eval_seconds": run.timings.eval_seconds,
         "midrun_eval_seconds": run.timings.midrun_eval_seconds,

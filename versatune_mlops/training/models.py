@@ -47,7 +47,8 @@ def cache_root(config: ModelConfig) -> Path:
 
 
 def load_model(config: ModelConfig, tokenizer_corpus: Optional[Iterable[str]] = None) -> LoadedModel:
-    """Load the configured model in fp32 (bf16 is applied as autocast by the training loop)."""
+    """Load the configured model in fp32 (model.dtype=bfloat16 stores the frozen weights in bf16;
+    model.bf16 is autocast, applied by the training loop)."""
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     if config.name == "smollm2":
@@ -64,6 +65,8 @@ def load_model(config: ModelConfig, tokenizer_corpus: Optional[Iterable[str]] = 
         tokenizer.pad_token = tokenizer.eos_token
     if config.lora:
         loaded.model = _wrap_lora(loaded.model, config)
+    if config.dtype == "bfloat16":
+        _frozen_weights_to_bf16(loaded.model)
     loaded.model.to(resolve_device(config.device))
     return loaded
 
@@ -192,6 +195,14 @@ def _wrap_lora(model: torch.nn.Module, config: ModelConfig) -> torch.nn.Module:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def _frozen_weights_to_bf16(model: torch.nn.Module) -> None:
+    """Store the weights training does not update in bf16; the trainable ones (the LoRA adapter) stay
+    fp32, so their small updates are not rounded away. Halves the frozen model's memory."""
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            parameter.data = parameter.data.to(torch.bfloat16)
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

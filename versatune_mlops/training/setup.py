@@ -20,6 +20,7 @@ from ..mixing.sampler import DomainSampler
 from ..mixing.strategies import WeightingStrategy, build_strategy, method_names
 from .checkpointing import write_json_atomic
 from .evaluation import domain_accuracy, domain_losses
+from .loss import ResponseLoss
 from .models import load_model
 from .parallel import SINGLE_PROCESS, Parallel
 from .state import BaseEvaluation, LoopState, RunInputs, TrainingRun
@@ -51,7 +52,8 @@ def prepare_inputs(config: RunConfig, data: Optional[DomainData] = None) -> RunI
 def evaluate_losses(config: RunConfig, inputs: RunInputs, model: torch.nn.Module,
                     parallel: Parallel = SINGLE_PROCESS) -> dict[str, float]:
     return domain_losses(model, inputs.eval_encoded, config.train.eval_batch_size,
-                         inputs.loaded.tokenizer.pad_token_id, config.model.bf16, parallel)
+                         inputs.loaded.tokenizer.pad_token_id, config.model.bf16, parallel,
+                         response_only=config.train.response_only_loss)
 
 
 def measure_accuracy(config: RunConfig, inputs: RunInputs, model: torch.nn.Module) -> dict[str, float]:
@@ -140,8 +142,7 @@ def assemble_run(config: RunConfig, inputs: RunInputs, state: LoopState, optimiz
         sampler.load_state_dict(sampler_state)
     model = inputs.loaded.model
     return TrainingRun(
-        inputs=inputs, state=state, model=model,
-        train_model=_data_parallel(model) if parallel.world_size > 1 else model,
+        inputs=inputs, state=state, model=model, train_model=training_loss_module(config, model, parallel),
         optimizer=optimizer, scheduler=scheduler, strategy=strategy, sampler=sampler,
         # Re-weight every `interval` steps, or once per pass over the training data (the paper).
         interval=config.method.interval or max(1, math.ceil(sizes.sum() / t.batch_size)),
@@ -150,8 +151,22 @@ def assemble_run(config: RunConfig, inputs: RunInputs, state: LoopState, optimiz
     )
 
 
-def _data_parallel(model: torch.nn.Module) -> torch.nn.Module:
-    """DDP wrapper for the training forward/backward; everything else uses the plain model."""
-    device = next(model.parameters()).device
-    device_ids = [device] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+def training_loss_module(config: RunConfig, model: torch.nn.Module, parallel: Parallel = SINGLE_PROCESS) -> torch.nn.Module:
+    """What a training step calls: the response-only loss of ``model``, with gradient checkpointing,
+    torch.compile and DDP as configured. Evaluation uses the plain model."""
+    t = config.train
+    if t.gradient_checkpointing:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # Non-reentrant checkpointing needs no input that requires grad, so it also works under LoRA.
+        kwargs = {"use_reentrant": False}
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x; the older name is deprecated
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    module: torch.nn.Module = ResponseLoss(model, bf16=config.model.bf16, response_only=t.response_only_loss)
+    if t.compile:
+        module = torch.compile(module, dynamic=True)  # lengths vary from batch to batch
+    if parallel.world_size > 1:
+        device = next(model.parameters()).device
+        module = torch.nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+    return module

@@ -49,6 +49,9 @@ class LoopState:
     train_loss_sum: list[float] = field(default_factory=list)
     train_loss_tokens: list[int] = field(default_factory=list)
     tokens_trained: int = 0
+    """Non-padding tokens of the trained batches (prompt and response)."""
+    response_tokens_trained: int = 0
+    """The labelled (response) tokens among them: what the loss is computed on."""
     eval_loss_before: dict[str, float] = field(default_factory=dict)
     accuracy_before: dict[str, float] = field(default_factory=dict)
     reference_loss: dict[str, float] = field(default_factory=dict)
@@ -72,6 +75,21 @@ class Timings:
 
 
 @dataclass
+class PaddingCounter:
+    """Share of the trained batches' positions that were padding (a diagnostic, not checkpointed)."""
+
+    positions: int = 0
+    padding: int = 0
+
+    def add(self, attention_mask: torch.Tensor) -> None:
+        self.positions += attention_mask.numel()
+        self.padding += int(attention_mask.numel() - attention_mask.sum())
+
+    def fraction(self) -> float:
+        return self.padding / self.positions if self.positions else 0.0
+
+
+@dataclass
 class TrainingRun:
     """The live objects of one run, as the step loop uses them."""
 
@@ -79,7 +97,8 @@ class TrainingRun:
     state: LoopState
     model: torch.nn.Module
     train_model: torch.nn.Module
-    """``model``, or its DDP wrapper for the training forward/backward when there are several workers."""
+    """What a step calls: ``batch -> (loss sum, response tokens)`` per row (the response-only loss of
+    ``model``, compiled and DDP-wrapped as configured)."""
     optimizer: torch.optim.Optimizer
     scheduler: Any
     strategy: WeightingStrategy
@@ -89,6 +108,10 @@ class TrainingRun:
     ref_loss: np.ndarray
     parallel: Parallel = SINGLE_PROCESS
     timings: Timings = field(default_factory=Timings)
+    padding: PaddingCounter = field(default_factory=PaddingCounter)
+    pending_batches: list[list[tuple[int, int]]] = field(default_factory=list)
+    """Drawn global batches of the current length-grouped window (empty at every window boundary,
+    which is where checkpoints are taken, so it is never part of a checkpoint)."""
     last_checkpoint: Optional[str] = None
 
     @property

@@ -21,7 +21,8 @@ from ..errors import TrainingDivergedError
 from ..mixing.strategies import DomainSignals
 from ..mixing.weights import normalise
 from . import checkpointing
-from .evaluation import domain_losses, domain_metrics, per_example_loss
+from .evaluation import domain_metrics
+from .setup import evaluate_losses
 from .hooks import TrainingHooks
 from .state import TrainingRun
 
@@ -57,10 +58,13 @@ def train_step(config: RunConfig, run: TrainingRun) -> float:
     device = next(run.model.parameters()).device
     # Every worker draws the same global batch and trains on its shard of it, so N workers see
     # exactly the examples one process would.
-    draws = parallel.shard(run.sampler.sample(t.batch_size))
+    if not run.pending_batches:
+        run.pending_batches = draw_window(config, run)
+    draws = parallel.shard(run.pending_batches.pop(0))
     examples = [run.inputs.train_encoded[domains[d]][i] for d, i in draws]
     batch = {k: v.to(device) for k, v in collate(examples, run.inputs.loaded.tokenizer.pad_token_id).items()}
-    loss_sum, token_count = per_example_loss(run.train_model, batch, config.model.bf16)
+    run.padding.add(batch["attention_mask"])
+    loss_sum, token_count = run.train_model(**batch)
     # One all-reduce per step: totals for the loss normalisation, tokens, per-domain training loss.
     local = np.zeros(3 + 2 * n_domains)
     local[:3] = loss_sum.detach().sum().item(), token_count.sum().item(), batch["attention_mask"].sum().item()
@@ -86,10 +90,36 @@ def train_step(config: RunConfig, run: TrainingRun) -> float:
     run.scheduler.step()
     state.step += 1
     state.tokens_trained += int(totals[2])
+    state.response_tokens_trained += int(totals[1])
     for d in range(n_domains):
         state.train_loss_sum[d] += totals[3 + d]
         state.train_loss_tokens[d] += int(totals[3 + n_domains + d])
     return step_loss
+
+
+def draw_window(config: RunConfig, run: TrainingRun) -> list[list[tuple[int, int]]]:
+    """The next few global batches, drawn by the live weights at once and regrouped by length.
+
+    ``train.length_group_batches`` batches are drawn in one go (the same draws, in the same order,
+    as that many single batches), sorted by token length and cut into batches of similar length, so
+    less of each batch is padding. A window never crosses a re-weighting point or a checkpoint, so
+    every example is drawn with the weights of the step that trains it and a resume starts at a
+    window boundary. The order of the batches in a window is shuffled (seeded by the step), so
+    lengths do not rise step by step inside it.
+    """
+    t, state = config.train, run.state
+    step = state.step
+    boundaries = [t.max_steps, step + max(1, t.length_group_batches)]
+    boundaries += [(step // every + 1) * every for every in (run.interval, t.checkpoint_every) if every]
+    steps = max(1, min(boundaries) - step)
+    draws = run.sampler.sample(steps * t.batch_size)
+    if steps == 1:
+        return [draws]
+    lengths = [len(run.inputs.train_encoded[run.domains[d]][i]["input_ids"]) for d, i in draws]
+    ordered = [draws[k] for k in sorted(range(len(draws)), key=lambda k: lengths[k])]
+    batches = [ordered[k * t.batch_size:(k + 1) * t.batch_size] for k in range(steps)]
+    order = np.random.Generator(np.random.PCG64([t.seed, step])).permutation(steps)
+    return [batches[k] for k in order]
 
 
 def step_metrics(run: TrainingRun, step_loss: float) -> dict[str, float]:
@@ -100,6 +130,7 @@ def step_metrics(run: TrainingRun, step_loss: float) -> dict[str, float]:
         "learning_rate": run.scheduler.get_last_lr()[0],
         "tokens_trained": run.state.tokens_trained,
         "tokens_per_second": run.state.tokens_trained / train_time,
+        "train/padding_fraction": run.padding.fraction(),
         **{f"share/{d}": float(s) for d, s in zip(run.domains, run.sampler.realised_share())},
     }
 
@@ -108,8 +139,7 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
     """Evaluate every domain, let the strategy move the weights, hand them to the sampler."""
     state, domains = run.state, run.domains
     started = time.perf_counter()
-    losses = domain_losses(run.model, run.inputs.eval_encoded, config.train.eval_batch_size,
-                           run.inputs.loaded.tokenizer.pad_token_id, config.model.bf16, run.parallel)
+    losses = evaluate_losses(config, run.inputs, run.model, run.parallel)
     elapsed = time.perf_counter() - started
     run.timings.eval_seconds += elapsed
     run.timings.side_seconds += elapsed
