@@ -51,7 +51,7 @@ test-fast: install
 
 bench-loop: install
 	$(VENV)/bin/versatune bench-loop --preset tiny
-	$(VENV)/bin/versatune bench-loop --preset smollm2 --steps 6 --repeats 2
+	$(VENV)/bin/versatune bench-loop --preset smollm2 --steps 8 --repeats 2
 
 # Every mixing method side by side, one seed, a few steps (see BENCHMARKS.md for the full run).
 bench-quick: install
