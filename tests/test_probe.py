@@ -6,7 +6,8 @@ import pytest
 from versatune_mlops.config import DataConfig
 from versatune_mlops.data.sources import load_domain_data
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.mixing.probe import ESTIMATORS, aggregate_distribution, build_estimator, fit_estimator, run_probe
+from versatune_mlops.mixing.estimators import ESTIMATORS, EmbeddingEstimator, build_estimator
+from versatune_mlops.mixing.probe import aggregate_distribution, fit_estimator, run_probe
 
 
 def test_aggregate_is_mean_of_probability_vectors():
@@ -59,3 +60,41 @@ def test_run_probe_generates_and_aggregates(tiny_config):
     assert min(result.initial_weights.values()) >= 0.05 / (1 + 6 * 0.05) - 1e-9
     again = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe)
     assert again.samples == result.samples, "generation is seeded by probe.seed"
+
+
+def test_embedding_estimator_reads_prose_by_topic_and_caches_its_embeddings(tmp_path, monkeypatch):
+    data = load_domain_data(DataConfig(max_examples_per_domain=30, eval_fraction=0.2))
+    estimator, accuracy = fit_estimator(data, "embedding", cache_dir=tmp_path)
+    assert accuracy > 0.6, "six domains: chance is 0.17"
+    prose = ["The court held that the contract was void because the seller had misrepresented the land.",
+             "The patient was given antibiotics after the infection spread to the lungs."]
+    probabilities = estimator.predict_proba(prose)
+    assert probabilities.shape == (2, 6) and np.allclose(probabilities.sum(axis=1), 1) and (probabilities >= 0).all()
+    assert [data.domains[i] for i in probabilities.argmax(axis=1)] == ["law", "medicine"]
+    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 3  # train, held-out, the two texts
+
+    # A second estimator on the same texts reads the cache instead of running the encoder.
+    def no_encoder(self, texts):
+        raise AssertionError("the encoder ran although the embeddings were cached")
+
+    monkeypatch.setattr(EmbeddingEstimator, "_encode", no_encoder)
+    again, again_accuracy = fit_estimator(data, "embedding", cache_dir=tmp_path)
+    assert again_accuracy == accuracy
+    np.testing.assert_allclose(again.predict_proba(prose), probabilities)
+
+
+@pytest.mark.parametrize("model, fragment", [("/no/such/encoder", "is not a model folder"),
+                                              ("minilm-typo", "could not be loaded as a text encoder")])
+def test_a_bad_embedding_model_names_the_fix(model, fragment):
+    estimator = build_estimator("embedding", embedding_model=model)
+    with pytest.raises(ConfigError, match=fragment):
+        estimator.embed(["some text"])
+
+
+def test_the_estimator_registry_is_what_config_accepts():
+    from versatune_mlops.config import ESTIMATORS as ACCEPTED, load_config
+
+    assert ACCEPTED == tuple(ESTIMATORS) and {"tfidf_logreg", "embedding"} <= set(ACCEPTED)
+    assert load_config("smollm2").probe.estimator == "embedding"
+    with pytest.raises(ConfigError, match="probe.estimator='bert' is unknown"):
+        load_config("tiny", overrides={"probe.estimator": "bert"})

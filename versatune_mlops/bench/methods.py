@@ -158,6 +158,7 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
     from ..training.setup import evaluate_base, prepare_inputs
     from ..training.state import BaseEvaluation
     from ..mixing.probe import run_probe
+    from ..training.models import cache_root
 
     started = time.perf_counter()
     output_dir = Path(output_dir)
@@ -173,7 +174,8 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
         log.info("Bench: probing and evaluating the base model once for every run")
         inputs = prepare_inputs(config, data)
         prior = dict(config.method.prior) if config.method.prior else \
-            run_probe(inputs.loaded.model, inputs.loaded.tokenizer, data, config.probe).to_json()["distribution"]
+            run_probe(inputs.loaded.model, inputs.loaded.tokenizer, data, config.probe,
+                      cache_dir=cache_root(config.model)).to_json()["distribution"]
         base = evaluate_base(config, inputs)
         shared = {"key": _shared_key(config), "prior": prior, "eval_loss": base.eval_loss, "accuracy": base.accuracy}
         write_json_atomic(output_dir / "shared.json", shared)

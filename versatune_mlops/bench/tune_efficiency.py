@@ -121,9 +121,11 @@ def shared_prior(config: RunConfig) -> dict[str, float]:
         return dict(config.method.prior)
     from ..training.setup import prepare_inputs
     from ..mixing.probe import run_probe
+    from ..training.models import cache_root
 
     inputs = prepare_inputs(config)
-    return run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe).distribution
+    return run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe,
+                     cache_dir=cache_root(config.model)).distribution
 
 
 def run_tune_benchmark(config: RunConfig, asha_trials: Optional[int] = None, tolerance: float = 0.01) -> TuneBenchmark:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ..mixing.estimators import estimator_names
 from ..mixing.strategies import method_names
 from ..mixing.weights import Coefficients
 
@@ -22,7 +23,7 @@ METHODS = method_names()
 EXPANSION_METHODS = method_names(supports_expansion=True)
 EXPANSION_ONLY_METHODS = method_names(expansion_only=True)
 REFERENCE_STRATEGIES = ("initial_fraction", "fixed", "specialist")
-ESTIMATORS = ("tfidf_logreg",)
+ESTIMATORS = estimator_names()
 
 
 def projects_dir() -> Path:
@@ -98,7 +99,12 @@ class ProbeConfig:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.1
-    estimator: str = "tfidf_logreg"
+    estimator: str = "embedding"
+    """Domain-probability estimator: ``embedding`` (sentence embeddings + calibrated classifier) or
+    ``tfidf_logreg`` (TF-IDF; reads narrative prose as law: see mixing/estimators.py)."""
+    embedding_model: str = "minilm"
+    """Sentence-embedding model of the ``embedding`` estimator: ``minilm`` (the bundled
+    all-MiniLM-L6-v2), a local folder or a hub id."""
     floor: float = 0.02
     """Minimum initial weight of a domain before renormalising, so none starts at zero."""
     seed: int = 0

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import ClassVar, Sequence
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -21,76 +22,10 @@ from tqdm.auto import tqdm
 from ..config import ProbeConfig
 from ..data.examples import DomainData, SFTExample
 from ..errors import ConfigError
+from .estimators import DomainEstimator, build_estimator
 from .weights import apply_floor
 
 log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------------------------
-# Estimators
-
-
-class DomainEstimator:
-    """Maps texts to probability vectors over a fixed domain list."""
-
-    name: ClassVar[str]
-
-    def fit(self, texts: Sequence[str], labels: Sequence[str], domains: Sequence[str]) -> "DomainEstimator":
-        raise NotImplementedError
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Rows sum to 1; columns follow the ``domains`` passed to :meth:`fit`."""
-        raise NotImplementedError
-
-
-ESTIMATORS: dict[str, type[DomainEstimator]] = {}
-
-
-def register_estimator(cls: type[DomainEstimator]) -> type[DomainEstimator]:
-    ESTIMATORS[cls.name] = cls
-    return cls
-
-
-def build_estimator(name: str) -> DomainEstimator:
-    if name not in ESTIMATORS:
-        raise ConfigError(f"Unknown probe estimator {name!r}. Use one of: {', '.join(sorted(ESTIMATORS))}.")
-    return ESTIMATORS[name]()
-
-
-@register_estimator
-class TfidfLogRegEstimator(DomainEstimator):
-    """Word n-gram TF-IDF, class-balanced logistic regression, sigmoid-calibrated probabilities."""
-
-    name = "tfidf_logreg"
-
-    def fit(self, texts, labels, domains):
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-
-        self.domains = list(domains)
-        index = {d: i for i, d in enumerate(self.domains)}
-        y = np.array([index[label] for label in labels])
-        counts = np.bincount(y, minlength=len(self.domains))
-        # Calibration needs a few examples of every class in each fold.
-        folds = int(max(2, min(3, counts.min())))
-        # Word uni+bigrams: as accurate as adding character n-grams on these domains (0.99 held-out
-        # on MMLU) at a fraction of the fitting time.
-        features = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=30000)
-        # Balanced classes: the estimator must not favour a domain because the SFT data has more of it.
-        classifier = LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced")
-        if counts.min() >= 2:
-            classifier = CalibratedClassifierCV(classifier, method="sigmoid", cv=folds)
-        self.pipeline = make_pipeline(features, classifier).fit(list(texts), y)
-        return self
-
-    def predict_proba(self, texts):
-        classes = self.pipeline.classes_
-        raw = self.pipeline.predict_proba(list(texts))
-        full = np.zeros((len(texts), len(self.domains)))
-        full[:, classes] = raw  # a class missing from training keeps probability 0
-        return full / full.sum(axis=1, keepdims=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,19 +99,22 @@ class ProbeResult:
         }
 
 
-def fit_estimator(data: DomainData, name: str, max_per_domain: int = 600, seed: int = 0) -> tuple[DomainEstimator, float]:
+def fit_estimator(data: DomainData, name: str, max_per_domain: Optional[int] = None, seed: int = 0,
+                  **options) -> tuple[DomainEstimator, float]:
     """Train the estimator on the SFT train split; report its accuracy on the held-out split.
 
-    At most ``max_per_domain`` seeded examples per domain: more barely helps a TF-IDF classifier
-    and makes fitting slow on big domains.
+    At most ``max_per_domain`` seeded examples per domain (default: the estimator's own
+    ``max_train_per_domain``); ``options`` go to the estimator (e.g. ``embedding_model``, ``cache_dir``).
     """
+    estimator = build_estimator(name, **options)
+    max_per_domain = max_per_domain or estimator.max_train_per_domain
     rng = np.random.default_rng(seed)
     train = []
     for d in data.domains:
         examples = data.train[d]
         keep = rng.permutation(len(examples))[:max_per_domain]
         train.extend(examples[i] for i in sorted(keep))
-    estimator = build_estimator(name).fit([example_text(ex) for ex in train], [ex.domain for ex in train], data.domains)
+    estimator.fit([example_text(ex) for ex in train], [ex.domain for ex in train], data.domains)
     held_out = [ex for d in data.domains for ex in data.eval[d]]
     predicted = estimator.predict_proba([example_text(ex) for ex in held_out]).argmax(axis=1)
     truth = np.array([data.domains.index(ex.domain) for ex in held_out])
@@ -185,8 +123,12 @@ def fit_estimator(data: DomainData, name: str, max_per_domain: int = 600, seed: 
     return estimator, accuracy
 
 
-def run_probe(model, tokenizer, data: DomainData, config: ProbeConfig) -> ProbeResult:
-    estimator, accuracy = fit_estimator(data, config.estimator, seed=config.seed)
+def run_probe(model, tokenizer, data: DomainData, config: ProbeConfig,
+              cache_dir: Optional[str | Path] = None) -> ProbeResult:
+    """Generate freely, estimate each text's domains, average. ``cache_dir`` keeps the embedding
+    estimator's embeddings, so a sweep or benchmark embeds the same texts once."""
+    estimator, accuracy = fit_estimator(data, config.estimator, seed=config.seed,
+                                        embedding_model=config.embedding_model, cache_dir=cache_dir)
     texts = generate_free_text(model, tokenizer, config)
     distribution = aggregate_distribution(estimator.predict_proba(texts))
     weights = apply_floor(distribution, config.floor)

@@ -21,7 +21,7 @@ from ..mixing.strategies import WeightingStrategy, build_strategy, method_names
 from .checkpointing import write_json_atomic
 from .evaluation import domain_accuracy, domain_losses
 from .loss import ResponseLoss
-from .models import load_model
+from .models import cache_root, load_model
 from .parallel import SINGLE_PROCESS, Parallel
 from .state import BaseEvaluation, LoopState, RunInputs, TrainingRun
 
@@ -79,7 +79,8 @@ def resolve_prior(config: RunConfig, inputs: RunInputs, output_dir: Path,
         return {d: float(config.method.prior[d]) for d in domains}, None
     if config.method.method not in PRIOR_METHODS:
         return {d: 1.0 / len(domains) for d in domains}, None  # unused by these methods; uniform for the record
-    result = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe).to_json()
+    result = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe,
+                       cache_dir=cache_root(config.model)).to_json()
     if write:
         write_json_atomic(Path(output_dir) / "distribution.json", result)
     return result["distribution"], result

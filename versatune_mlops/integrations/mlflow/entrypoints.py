@@ -20,6 +20,7 @@ from ...errors import VersaTuneError
 from ...mixing.probe import ProbeResult, run_probe
 from ...training.checkpointing import latest, write_json_atomic
 from ...training.loop import train
+from ...training.models import cache_root
 from ...training.setup import prepare_inputs
 from .registry import Registration, register_best
 from .tracking import (MlflowTrackingHooks, configure_tracking, experiment_id_for, log_dataset_inputs, log_params,
@@ -62,7 +63,8 @@ def prior_from_file(path: str) -> dict[str, float]:
 def probe(config: RunConfig, output_dir: str, run_id: Optional[str]) -> tuple[ProbeResult, Path]:
     """Run the probe, write distribution.json, and log it to the run when there is one."""
     inputs = prepare_inputs(config)
-    result = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe)
+    result = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe,
+                       cache_dir=cache_root(config.model))
     out = Path(output_dir) / (run_id or "")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "distribution.json", result.to_json())
