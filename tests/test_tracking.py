@@ -212,3 +212,17 @@ def test_ctrl_c_ends_the_run_killed_with_the_last_checkpoint_logged(store, tmp_p
     logged = _artifacts(client, run.info.run_id)
     assert any(p.startswith("checkpoints/step-") and p.endswith("state.json") for p in logged), logged
     assert "versatune.model_uri" not in run.data.tags
+
+
+def test_a_local_dataset_source_resolves_without_mlflows_ambiguity_warning(tmp_path):
+    import warnings
+
+    from versatune_mlops.integrations.mlflow.tracking import dataset_source
+
+    file = tmp_path / "data.jsonl"
+    file.write_text("{}\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = dataset_source(str(file))
+    assert not [w for w in caught if "interpreted in multiple ways" in str(w.message)]
+    assert type(source).__name__ == "LocalArtifactDatasetSource" and str(file) in json.dumps(source.to_dict())

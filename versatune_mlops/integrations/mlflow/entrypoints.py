@@ -152,10 +152,12 @@ def main_workflow(*, preset: str, method: str, mode: str, target: str, max_steps
     client = MlflowClient()
     train_run = client.get_run(result.train_run_id)
     version = client.get_model_version_by_alias(model_name, alias)
+    # Straight to the runs table: MLflow 3.17's experiment page opens on its GenAI overview instead.
+    runs_page = f"/#/experiments/{result.experiment_id}/runs"
     if uri.startswith(("http://", "https://")):
-        hint = f"{uri}/#/experiments/{result.experiment_id}"
+        hint = f"{uri}{runs_page}"
     else:
-        hint = f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+        hint = f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then http://127.0.0.1:5000{runs_page}"
     return MainReport(experiment_name=client.get_experiment(result.experiment_id).name,
                       experiment_id=result.experiment_id, best_run_id=result.train_run_id,
                       best_run_name=train_run.info.run_name,

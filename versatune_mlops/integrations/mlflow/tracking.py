@@ -209,12 +209,27 @@ def log_dataset_inputs(data, source: str) -> None:
 
         source = str(mmlu_path())
 
+    resolved = dataset_source(source)
     for context, split in (("training", data.train), ("evaluation", data.eval)):
         rows = [{"domain": ex.domain, "prompt": ex.messages[-1][1], "response": ex.response}
                 for d in data.domains for ex in split[d]]
-        dataset = mlflow.data.from_pandas(pd.DataFrame(rows), source=source, name=f"{Path(source).name}-{context}")
+        dataset = mlflow.data.from_pandas(pd.DataFrame(rows), source=resolved, name=f"{Path(source).name}-{context}")
         sizes = {d: len(split[d]) for d in data.domains}
         mlflow.log_input(dataset, context=context, tags={"domain_sizes": json.dumps(sizes)})
+
+
+def dataset_source(source: str):
+    """MLflow's dataset source for a path or URI, resolved without MLflow's ambiguity warning.
+
+    MLflow 3.17 registers two ``LocalArtifactDatasetSource`` classes that both accept a local path, so
+    resolving one prints "can be interpreted in multiple ways: LocalArtifactDatasetSource,
+    LocalArtifactDatasetSource" for every logged dataset. Both give the same source; the first one
+    that accepts ``source`` is used (MLflow's own order).
+    """
+    from mlflow.data.dataset_source_registry import get_registered_sources, resolve_dataset_source
+
+    candidates = [cls for cls in get_registered_sources() if cls._can_resolve(source)]
+    return resolve_dataset_source(source, candidate_sources=candidates[:1] or None)
 
 
 def model_pip_requirements() -> list[str]:
