@@ -145,6 +145,7 @@ def assemble_run(config: RunConfig, inputs: RunInputs, state: LoopState, optimiz
     return TrainingRun(
         inputs=inputs, state=state, model=model, train_model=training_loss_module(config, model, parallel),
         optimizer=optimizer, scheduler=scheduler, strategy=strategy, sampler=sampler,
+        trainable=[p for group in optimizer.param_groups for p in group["params"]],
         # Re-weight every `interval` steps, or once per pass over the training data (the paper).
         interval=config.method.interval or max(1, math.ceil(sizes.sum() / t.batch_size)),
         ref_loss=np.array([state.reference_loss[d] for d in domains]),

@@ -101,6 +101,8 @@ class TrainingRun:
     ``model``, compiled and DDP-wrapped as configured)."""
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    trainable: list[torch.nn.Parameter]
+    """The parameters the optimizer updates (the ones gradient clipping sees), listed once."""
     strategy: WeightingStrategy
     sampler: DomainSampler
     interval: int

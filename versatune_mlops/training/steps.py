@@ -85,7 +85,7 @@ def train_step(config: RunConfig, run: TrainingRun) -> float:
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if t.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], t.grad_clip)
+        torch.nn.utils.clip_grad_norm_(run.trainable, t.grad_clip)
     run.optimizer.step()
     run.scheduler.step()
     state.step += 1

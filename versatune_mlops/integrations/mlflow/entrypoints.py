@@ -16,6 +16,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from ...config import RunConfig
+from ...data.sources import load_domain_data
 from ...errors import VersaTuneError
 from ...mixing.probe import ProbeResult, run_probe
 from ...training.checkpointing import latest, write_json_atomic
@@ -87,7 +88,6 @@ def train_here(config: RunConfig, out: Path, run_id: Optional[str], resume: Opti
 
 def train_on_ray(config: RunConfig, out: Path, run_id: Optional[str], resume: Optional[str]) -> dict:
     """Ray Train workers; the main worker logs to this run by its id."""
-    from ...data.sources import load_domain_data
     from ..ray.distributed import train_distributed  # Ray loads only when a run asks for workers
 
     if run_id:
