@@ -105,6 +105,16 @@ class ProbeConfig:
     embedding_model: str = "minilm"
     """Sentence-embedding model of the ``embedding`` estimator: ``minilm`` (the bundled
     all-MiniLM-L6-v2), a local folder or a hub id."""
+    judge_model: str = "base"
+    """Instruct model of the ``llm_judge`` estimator: ``base`` (the run's own model), ``smollm2``, a
+    local folder or a hub id (on a cluster, a large instruct model)."""
+    other_texts: str = "none"
+    """Background texts that teach the classifier estimators an "other" class (text in none of the
+    domains): ``none``, ``mmlu`` (the embedded MMLU's subjects outside the six domains), or a .txt/.jsonl
+    file. The judge always has "other" among its labels."""
+    other_domain: Optional[str] = None
+    """Where the "other" share goes in the prior: null drops it and renormalises over the domains (as the
+    paper's labeller dropped answers outside its labels); a domain name (a catch-all) receives it."""
     floor: float = 0.02
     """Minimum initial weight of a domain before renormalising, so none starts at zero."""
     seed: int = 0

