@@ -74,3 +74,20 @@ def log_bench_params(run_id: str, plan, quick: bool, config) -> None:
                         "bench.targets": plan.targets, "bench.expansion_methods": plan.expansion_methods,
                         "bench.quick": quick, "bench.variants": {v.label: v.overrides for v in plan.variants},
                         **config.flat()})
+
+
+def log_fidelity_report(run_id: str, report: Mapping[str, Any], markdown: str, config) -> None:
+    """bench-probe on its run: the tables, TV per estimator as metrics, the config as parameters."""
+    client = MlflowClient()
+    log_params(run_id, {"bench.seeds": report["seeds"], "bench.mixture_size": report["mixture_size"],
+                        "bench.per_class": report["per_class"], **config.flat()})
+    client.log_dict(run_id, dict(report), "bench/probe_fidelity.json")
+    client.log_text(run_id, markdown, "bench/probe_fidelity.md")
+    metrics = {}
+    for label, row in report["rows"].items():
+        key = label.replace(" + other (", "+").replace(")", "").replace(" ", "_")
+        metrics[f"fidelity/{key}/in_genre_tv"] = row["in_genre"]["tv"]["mean"]
+        metrics[f"fidelity/{key}/out_of_genre_tv"] = row["out_of_genre"]["tv"]["mean"]
+        metrics[f"fidelity/{key}/out_of_genre_prior_tv"] = row["out_of_genre"]["tv_prior"]["mean"]
+        metrics[f"fidelity/{key}/held_out_accuracy"] = row["held_out_accuracy"]
+    log_metrics(run_id, metrics, step=0)

@@ -53,6 +53,21 @@ def add_parsers(sub) -> None:
     add_verbose(ray)
     ray.set_defaults(handler=cmd_bench_ray)
 
+    fidelity = sub.add_parser("bench-probe", help="probe fidelity: TV between the recovered and a known domain mixture, "
+                                                  "in-genre and out-of-genre, per estimator, and each one's prior")
+    add_config_options(fidelity)
+    fidelity.add_argument("--estimators", default="", help="rows, comma-separated: tfidf_logreg, embedding, llm_judge; "
+                          "+mmlu or +FILE adds an 'other' class (default: tfidf_logreg,tfidf_logreg+mmlu,embedding,"
+                          "embedding+mmlu,llm_judge)")
+    fidelity.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds: one skewed mixture each")
+    fidelity.add_argument("--per-class", type=int, default=24, help="prompted texts generated per domain and for 'other'")
+    fidelity.add_argument("--mixture-size", type=int, default=120, help="texts per drawn mixture")
+    fidelity.add_argument("--bos-samples", type=int, help="BOS generations for the priors (default probe.num_samples)")
+    fidelity.add_argument("--output-dir", default="outputs/bench-probe",
+                          help="generated texts and finished rows; rerunning with the same folder resumes")
+    add_tracking_options(fidelity)
+    fidelity.set_defaults(handler=cmd_bench_probe)
+
     tune = sub.add_parser("bench-tune", help="Tune efficiency: ASHA + Optuna vs a full grid, compute to reach "
                                              "the grid's best")
     add_config_options(tune, preset_default="tiny", set_help="override the benchmark's space, e.g. tune.grid_points=2")
@@ -205,4 +220,32 @@ def cmd_bench_tune(args) -> int:
         else:
             print(f"ASHA + Optuna finished a trial {goal} the grid's best after {bench.steps_to_reach(tolerance)} "
                   f"steps = {fraction:.1%} of the grid's {bench.grid.steps} steps")
+    return 0
+
+
+def cmd_bench_probe(args) -> int:
+    from ..bench.probe_fidelity import DEFAULT_ROWS, parse_rows, render_fidelity_markdown, run_probe_fidelity
+    from ..integrations.mlflow.entrypoints import maybe_tracked
+
+    config = config_from_args(args)
+    try:
+        seeds = [int(s) for s in csv(args.seeds)]
+    except ValueError:
+        raise VersaTuneError(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. --seeds 0,1,2.") from None
+    for name, value in (("--per-class", args.per_class), ("--mixture-size", args.mixture_size),
+                        ("--bos-samples", args.bos_samples or 1)):
+        if value < 1:
+            raise VersaTuneError(f"{name} {value} must be >= 1.")
+    rows = parse_rows(args.estimators or DEFAULT_ROWS)
+    start_tracking(args)
+    tags = {"versatune.step": "bench-probe", "versatune.preset": config.preset or "custom"}
+    with maybe_tracked(args.tracking, experiment=args.experiment, tags=tags, run_name=args.run_name or "bench-probe") as run_id:
+        report = run_probe_fidelity(config, rows, seeds, args.output_dir, per_class=args.per_class,
+                                    mixture_size=args.mixture_size, bos_samples=args.bos_samples)
+        markdown = render_fidelity_markdown(report)
+        if run_id is not None:
+            from ..bench.tracking import log_fidelity_report
+
+            log_fidelity_report(run_id, report, markdown, config)
+    print(markdown)
     return 0
