@@ -52,7 +52,7 @@ def _run_bad(args, capsys):
         (["--preset", "tiny", "--set", "data.domains=[law, poetry]"], "poetry"),
         (["--preset", "tiny", "--set", "model.name=./no/such/model"], "Model path './no/such/model' does not exist"),
         (["--preset", "tiny", "--set", "train.max_length=12"], "shorter than the prompt template"),
-        (["--preset", "tiny", "--set", "method.alpha=-3"], "method.alpha=-3 is out of range"),
+        (["--preset", "tiny", "--set", "method.alpha=-3"], "method.alpha=-3.0 is out of range"),
         (["--preset", "tiny", "--set", "method.prior={law: .nan}"], "method.prior['law'] = nan"),
         (["--preset", "tiny", "--set", "method.prior={law: 1.0}"], "missing ['code', 'finance', 'general', 'medicine', 'science']"),
         (["--preset", "tiny", "--prior-file", "missing.json"], "--prior-file 'missing.json' does not exist"),
