@@ -79,3 +79,14 @@ def test_unknown_method_is_rejected_by_the_parser(tmp_path):
     result = subprocess.run([sys.executable, "-m", "versatune_mlops.cli", "train", "--preset", "tiny", "--method", "magic",
                              "--output-dir", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "invalid choice: 'magic'" in result.stderr
+
+
+def test_main_points_at_the_runs_page_and_the_model_in_the_training_view():
+    from versatune_mlops.integrations.mlflow.entrypoints import ui_urls
+
+    runs, model, command = ui_urls("http://host:5000/", "7", "versatune-tiny")
+    assert runs == "http://host:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert model == "http://host:5000/#/models/versatune-tiny?workflowType=machine_learning"
+    assert command is None
+    runs, _, command = ui_urls("sqlite:////tmp/m.db", "7", "m")
+    assert runs.startswith("http://127.0.0.1:5000/#/experiments/7/runs") and "sqlite:////tmp/m.db" in command
