@@ -29,14 +29,19 @@ $(STAMP): $(REQS)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# `mlflow run`'s own INFO lines and "View run" links (which open the UI's GenAI overview) stay out
+# of the demo's terminal; `versatune main` prints one line per step and the runs and model URLs.
+QUIET_MLFLOW := MLFLOW_LOGGING_LEVEL=WARNING MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
+	HF_HUB_DISABLE_PROGRESS_BARS=1
+
 # The main job: probe -> train -> register as an MLflow Project on the embedded default.
 demo: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/mlflow run . -e main --env-manager local \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(QUIET_MLFLOW) $(VENV)/bin/mlflow run . -e main --env-manager local \
 		--experiment-name versatune-demo -P preset=smollm2
 
 # The same job on the tiny preset (about 2 minutes).
 demo-tiny: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/mlflow run . -e main --env-manager local \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(QUIET_MLFLOW) $(VENV)/bin/mlflow run . -e main --env-manager local \
 		--experiment-name versatune-tiny -P preset=tiny
 
 # Browse the runs of `make demo` at http://127.0.0.1:5000
@@ -64,7 +69,9 @@ bench-tune: install
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
 
-# Debian's Chromium for the end-to-end UI test (tests/test_ui.py); installs only when absent.
+# Debian's Chromium and its chromedriver for the end-to-end UI test (tests/test_ui.py, driven by
+# Selenium); installs only what is absent.
 .PHONY: browser
 browser:
-	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)

@@ -1,4 +1,4 @@
-"""Helpers for the end-to-end UI test: a throwaway MLflow tracking server and headless Chromium.
+"""Helpers for the end-to-end UI test: a throwaway MLflow tracking server (the browser is in browser.py).
 
 Everything stays on loopback. The server is stopped by its own process group id, never by name.
 """
@@ -11,27 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
 import requests
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--hide-scrollbars",
-]
-
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -118,60 +102,3 @@ def api(url: str, endpoint: str, method: str = "GET", **params) -> dict:
     if resp.status_code != 200:
         raise AssertionError(f"{method} {full} {params} -> {resp.status_code}: {resp.text[:2000]}")
     return resp.json()
-
-
-def require_chromium() -> Path:
-    """Path of Debian's Chromium; a missing browser is a failure, not a skip."""
-    if not CHROMIUM.exists():
-        import pytest
-
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` to install Debian's chromium package")
-    return CHROMIUM
-
-
-def render_dom(
-    url: str,
-    screenshot: Path | None = None,
-    budget_ms: int = 15000,
-    window_size: str = "1600,1000",
-    timeout: float = 120.0,
-) -> str:
-    """Load `url` in headless Chromium and return the DOM after `budget_ms` of virtual time.
-
-    With `screenshot`, the same Chromium run also saves a PNG of the page there. Every run gets a
-    fresh, empty profile directory. A missing /usr/bin/chromium fails the calling test.
-    """
-    chromium = require_chromium()
-    extra = []
-    if screenshot is not None:
-        screenshot = Path(screenshot).resolve()
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        extra.append(f"--screenshot={screenshot}")
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        cmd = [
-            str(chromium), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={window_size}",
-            f"--virtual-time-budget={budget_ms}", "--dump-dom", *extra, url,
-        ]
-        proc = subprocess.Popen(
-            cmd, cwd=profile, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            stop_process_group(proc, timeout=5)
-            out, err = proc.communicate()
-            raise AssertionError(
-                f"chromium did not finish within {timeout:.0f} s on {url}:\n{err.decode(errors='replace')[-3000:]}"
-            ) from None
-        finally:
-            # Renderer and GPU helper processes share the group; leave none behind.
-            stop_process_group(proc, timeout=5)
-    dom = out.decode(errors="replace")
-    if proc.returncode != 0 or not dom.strip():
-        raise AssertionError(
-            f"chromium --dump-dom failed (rc={proc.returncode}) on {url}:\n{err.decode(errors='replace')[-3000:]}"
-        )
-    if screenshot is not None and not screenshot.is_file():
-        raise AssertionError(f"chromium wrote no screenshot for {url}:\n{err.decode(errors='replace')[-3000:]}")
-    return dom

@@ -52,7 +52,7 @@ def _run_bad(args, capsys):
         (["--preset", "tiny", "--set", "data.domains=[law, poetry]"], "poetry"),
         (["--preset", "tiny", "--set", "model.name=./no/such/model"], "Model path './no/such/model' does not exist"),
         (["--preset", "tiny", "--set", "train.max_length=12"], "shorter than the prompt template"),
-        (["--preset", "tiny", "--set", "method.alpha=-3"], "method.alpha=-3 is out of range"),
+        (["--preset", "tiny", "--set", "method.alpha=-3"], "method.alpha=-3.0 is out of range"),
         (["--preset", "tiny", "--set", "method.prior={law: .nan}"], "method.prior['law'] = nan"),
         (["--preset", "tiny", "--set", "method.prior={law: 1.0}"], "missing ['code', 'finance', 'general', 'medicine', 'science']"),
         (["--preset", "tiny", "--prior-file", "missing.json"], "--prior-file 'missing.json' does not exist"),
@@ -79,3 +79,14 @@ def test_unknown_method_is_rejected_by_the_parser(tmp_path):
     result = subprocess.run([sys.executable, "-m", "versatune_mlops.cli", "train", "--preset", "tiny", "--method", "magic",
                              "--output-dir", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "invalid choice: 'magic'" in result.stderr
+
+
+def test_main_points_at_the_runs_page_and_the_model_in_the_training_view():
+    from versatune_mlops.integrations.mlflow.entrypoints import ui_urls
+
+    runs, model, command = ui_urls("http://host:5000/", "7", "versatune-tiny")
+    assert runs == "http://host:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert model == "http://host:5000/#/models/versatune-tiny?workflowType=machine_learning"
+    assert command is None
+    runs, _, command = ui_urls("sqlite:////tmp/m.db", "7", "m")
+    assert runs.startswith("http://127.0.0.1:5000/#/experiments/7/runs") and "sqlite:////tmp/m.db" in command

@@ -122,3 +122,88 @@ def test_coefficients_come_out_of_the_config_as_one_frozen_object():
     assert (coefficients.alpha, coefficients.beta, coefficients.epsilon) == (2.0, 1.0, 0.1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         coefficients.alpha = 3.0
+
+
+# Numbers as people write them: YAML 1.1 reads 2e-5 as a string, --set and MLproject -P pass text.
+@pytest.mark.parametrize("key, value, expected", [
+    ("train.learning_rate", "2e-5", 2e-5),
+    ("train.learning_rate", "1e-4", 1e-4),
+    ("train.learning_rate", 1, 1.0),
+    ("train.learning_rate", "0.001", 0.001),
+    ("train.max_steps", "3", 3),
+    ("train.max_steps", 3.0, 3),  # MLproject's float parameters arrive as 3.0
+    ("train.max_steps", "3.0", 3),
+    ("model.lora", "true", True),
+    ("model.lora", "no", False),
+    ("model.lora", "Yes", True),
+    ("model.lora", False, False),
+    ("data.max_eval_per_domain", None, None),
+    ("data.max_eval_per_domain", "null", None),
+    ("data.max_eval_per_domain", "12", 12),
+    ("distributed.use_gpu", "false", False),
+    ("data.domains", ["law", "code"], ["law", "code"]),
+    ("data.domains", "law,code", ["law", "code"]),
+    ("tune.alpha", ["0", "2e-1"], [0.0, 0.2]),
+    ("method.prior", {"law": "1e-1", "code": 1}, {"law": 0.1, "code": 1.0}),
+])
+def test_values_are_coerced_to_their_declared_type(key, value, expected):
+    config = load_config("tiny", overrides={key: value})
+    section, name = key.split(".")
+    got = getattr(getattr(config, section), name)
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("train.max_steps", 2.5, "train.max_steps=2.5 must be an integer"),
+    ("train.max_steps", "2.5", "train.max_steps='2.5' must be an integer"),
+    ("train.max_steps", True, "train.max_steps=True must be an integer"),
+    ("train.learning_rate", "fast", "train.learning_rate='fast' must be a number"),
+    ("model.lora", "maybe", "model.lora='maybe' must be a boolean"),
+    ("model.lora", 2, "model.lora=2 must be a boolean"),
+    ("data.domains", 3, "data.domains=3 must be a list of strings"),
+    ("tune.interval", [5, 7.5], "tune.interval[1]=7.5 must be an integer"),
+    ("method.prior", [0.5], "method.prior=[0.5] must be a mapping"),
+    ("model.name", 1.5, "model.name=1.5 must be a string"),
+    ("train", 3, "train must be a mapping"),
+])
+def test_values_that_cannot_be_converted_name_the_expected_type(key, value, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny", overrides={key: value})
+    assert fragment in str(info.value)
+
+
+def test_a_config_file_with_exponent_numbers_trains_at_that_rate(tmp_path):
+    # PyYAML reads 2e-5 (no dot) as the string '2e-5'; the field's type turns it into a float.
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  learning_rate: 2e-5\n  max_steps: '4'\nmodel:\n  bf16: yes\n")
+    config = load_config("tiny", path)
+    assert config.train.learning_rate == 2e-5 and config.train.max_steps == 4 and config.model.bf16 is True
+
+
+def test_set_and_mlproject_values_are_coerced_through_the_cli_parser():
+    from versatune_mlops.cli.main import build_parser
+    from versatune_mlops.cli.options import config_from_args
+
+    # As `mlflow run -P seed=1 -P max_steps=3` renders the train command: floats as 1.0, "" for unset.
+    args = build_parser().parse_args(["train", "--preset", "tiny", "--config", "", "--set", "train.learning_rate=2e-5",
+                                      "--max-steps", "3", "--seed", "1.0", "--target", "", "--output-dir", "o"])
+    config = config_from_args(args)
+    assert config.train.learning_rate == 2e-5 and config.train.max_steps == 3 and config.train.seed == 1
+    args = build_parser().parse_args(["train", "--preset", "tiny", "--set", "train.max_steps=2.5", "--output-dir", "o"])
+    with pytest.raises(ConfigError, match="train.max_steps=2.5 must be an integer"):
+        config_from_args(args)
+
+
+def test_every_preset_value_already_has_its_declared_type():
+    import dataclasses
+    import typing
+
+    for name in available_presets():
+        config = load_config(name)
+        for section in dataclasses.fields(config):
+            value = getattr(config, section.name)
+            if dataclasses.is_dataclass(value):
+                for f in dataclasses.fields(value):
+                    hint = typing.get_type_hints(type(value))[f.name]
+                    if hint in (int, float, bool, str):
+                        assert type(getattr(value, f.name)) is hint, (name, section.name, f.name)

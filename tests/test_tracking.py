@@ -178,7 +178,8 @@ def test_main_resumes_after_a_failure_in_its_second_step(store, tmp_path):
     resumed = _mlflow_run(store, "-P", "max_steps=6", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "reusing finished run " + probe.info.run_id in resumed.stdout + resumed.stderr
-    assert "Open the UI: mlflow ui --backend-store-uri" in resumed.stdout
+    assert "Start the UI: mlflow ui --backend-store-uri" in resumed.stdout
+    assert "workflowType=machine_learning" in resumed.stdout  # the runs page, not the GenAI overview
 
     runs = client.search_runs([experiment_id])
     probes = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "probe"]

@@ -1,12 +1,13 @@
 """End to end: `mlflow run . -e main` against a real tracking server, checked by REST and in the browser.
 
-The MLflow server runs on loopback with a sqlite store in the test's tmp dir; headless Chromium
-(Debian's /usr/bin/chromium, installed by `make browser`) renders the experiment's runs page.
+The MLflow server runs on loopback with a sqlite store in the test's tmp dir; Selenium drives headless
+Chromium (Debian's chromium and chromium-driver, installed by `make browser`) through what a user looks
+at: the runs page, the train run's charts, the main run's children and the registered model's alias.
+A failed check leaves a screenshot and the page's DOM in outputs/test-artifacts/ui/ ($TEST_ARTIFACTS_DIR).
 """
 
 from __future__ import annotations
 
-import html
 import os
 import shutil
 import subprocess
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_server import api, mlflow_server, render_dom, require_chromium, stop_process_group
+from browser import TRAINING_VIEW, Browser, artifacts_dir, browser, filter_charts, rendered_charts, require_browser
+from mlflow_server import api, mlflow_server, stop_process_group
 
 REPO = Path(__file__).resolve().parent.parent
 DOMAINS = ("law", "medicine", "finance", "science", "code", "general")
@@ -120,31 +122,71 @@ def check_artifacts(url: str, train_id: str, probe_id: str) -> None:
     assert any(f.endswith("distribution.json") for f in probe_files), f"probe artifacts: {probe_files}"
 
 
-def check_registry(url: str, train_id: str) -> None:
+def check_registry(url: str, train_id: str) -> str:
+    """The champion alias points at the train run's model; returns its version."""
     version = api(url, "registered-models/alias", name=MODEL_NAME, alias="champion")["model_version"]
     assert version["run_id"] == train_id, (
         f"{MODEL_NAME}@champion is version {version['version']} of run {version['run_id']}, not the train run {train_id}")
+    return version["version"]
 
 
-def check_ui(url: str, experiment_id: str, runs: list, screenshot: Path) -> None:
-    """The runs page lists every run by name, linked to its run page.
+def check_runs_page(page: Browser, url: str, experiment_id: str, runs: list, screenshot: Path) -> None:
+    """The runs table (model-training view) lists every run by name, linked to its run page.
 
     Sorting by name lists the children flat; the default (date) order nests them, collapsed, under
-    the main run. The bare experiment URL opens MLflow 3's GenAI overview, not the runs table.
+    the main run.
     """
-    page = f"{url}/#/experiments/{experiment_id}/runs?orderByKey=attributes.run_name&orderByAsc=true"
-    dom = render_dom(page, screenshot=screenshot)
-    for run in runs:
-        name, run_id = _tags(run).get("mlflow.runName"), run["info"]["run_id"]
-        assert name, f"run {run_id} has no name"
-        assert f'href="#/experiments/{experiment_id}/runs/{run_id}"' in dom and f">{html.escape(name)}<" in dom, (
-            f"run {name!r} ({run_id}) is not on the rendered runs page {page} (screenshot: {screenshot})")
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{screenshot} is not a PNG"
+    page.open(f"{url}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
+              "&orderByKey=attributes.run_name&orderByAsc=true")
+    expected = {run["info"]["run_id"]: _tags(run).get("mlflow.runName") for run in runs}
+
+    def missing():
+        absent = [f"{name} ({run_id})" for run_id, name in expected.items()
+                  if not any(name == a.text.strip() for a in page.css(f"a[href$='/runs/{run_id}']"))]
+        return ", ".join(absent) or None
+
+    page.wait("runs-page", "the runs page did not list every run", missing)
+    page.screenshot(screenshot)
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":  # refresh the README's picture from a real run
+        shutil.copyfile(screenshot, REPO / "docs" / "runs-page.png")
+
+
+def check_train_charts(page: Browser, url: str, experiment_id: str, run_id: str, timeout: float = 90.0) -> None:
+    """The run's metrics tab draws a chart for weight/<domain> and eval_loss/<domain> of every domain."""
+    page.open(f"{url}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics?{TRAINING_VIEW}")
+    for family in ("weight", "eval_loss"):
+        filter_charts(page, f"{family}/")
+        keys = [f"{family}/{d}" for d in DOMAINS]
+        page.wait(f"charts-{family}-{run_id}", f"the metrics tab of run {run_id} did not draw the {family} charts",
+                  lambda: rendered_charts(page, keys), timeout=timeout)
+
+
+def check_child_runs(page: Browser, url: str, experiment_id: str, main_id: str, children: list) -> None:
+    """The main run's page lists its child runs, each linked to its run page."""
+    page.open(f"{url}/#/experiments/{experiment_id}/runs/{main_id}?{TRAINING_VIEW}")
+
+    def missing():
+        absent = [f"{_tags(run).get('mlflow.runName')} ({run['info']['run_id']})" for run in children
+                  if not page.css(f"a[href*='/runs/{run['info']['run_id']}']")]
+        return ", ".join(absent) or None
+
+    page.wait(f"main-run-{main_id}", "the main run's page did not list its child runs", missing)
+
+
+def check_model_page(page: Browser, url: str, model_name: str, version: str, alias: str) -> None:
+    """The registered model's page shows the alias on the registered version."""
+    from selenium.webdriver.common.by import By
+
+    page.open(f"{url}/#/models/{model_name}?{TRAINING_VIEW}")
+    row = (f"//*[@role='row'][.//a[normalize-space()='Version {version}']]"
+           f"//*[@title='{alias}' and contains(@data-component-id, 'aliastag')]")
+    page.wait(f"model-{model_name}", f"the page of {model_name} did not show @{alias} on version {version}",
+              lambda: None if page.driver.find_elements(By.XPATH, row) else f"no @{alias} tag on version {version}")
 
 
 @pytest.mark.slow
 def test_main_entry_point_is_tracked_registered_and_shown_in_the_ui(tmp_path):
-    require_chromium()  # fail before the long run, not after it
+    require_browser()  # fail before the long run, not after it
     with mlflow_server(tmp_path / "server") as url:
         workdir = tmp_path / "work"
         workdir.mkdir()
@@ -157,16 +199,46 @@ def test_main_entry_point_is_tracked_registered_and_shown_in_the_ui(tmp_path):
         train_id, probe_id = runs["train"]["info"]["run_id"], runs["probe"]["info"]["run_id"]
         check_train_metrics(url, train_id)
         check_artifacts(url, train_id, probe_id)
-        check_registry(url, train_id)
-        check_ui(url, experiment_id, runs["all"], tmp_path / "experiment-runs.png")
+        version = check_registry(url, train_id)
+        with browser() as page:
+            check_runs_page(page, url, experiment_id, runs["all"], artifacts_dir() / "experiment-runs.png")
+            check_train_charts(page, url, experiment_id, train_id)
+            children = [run for run in runs["all"] if run is not runs["main"]]
+            check_child_runs(page, url, experiment_id, runs["main"]["info"]["run_id"], children)
+            check_model_page(page, url, MODEL_NAME, version, "champion")
 
 
-def test_missing_chromium_fails_with_the_install_hint(monkeypatch, tmp_path):
-    import mlflow_server as helpers
+def test_missing_browser_fails_with_the_install_hint(monkeypatch, tmp_path):
+    import browser as helpers
 
-    monkeypatch.setattr(helpers, "CHROMIUM", tmp_path / "no-chromium")
-    with pytest.raises(pytest.fail.Exception, match="make browser"):
-        helpers.render_dom("http://127.0.0.1:9/")
+    monkeypatch.setattr(helpers, "CHROMEDRIVER", tmp_path / "no-chromedriver")
+    with pytest.raises(pytest.fail.Exception, match="make browser.*chromium-driver"):
+        helpers.require_browser()
+
+
+@pytest.mark.slow  # needs a browser (`make browser`), which `make test-fast` does not install
+def test_the_chart_check_fails_when_a_chart_is_missing(tmp_path):
+    """The chart check is not vacuous: a run that logged eval_loss/* but no weight/* fails it, with a screenshot."""
+    from mlflow.tracking import MlflowClient
+
+    require_browser()
+    with mlflow_server(tmp_path / "server") as url:
+        client = MlflowClient(url)
+        experiment_id = client.create_experiment("charts")
+        runs = {}
+        for name, families in (("complete", ("weight", "eval_loss")), ("no-weights", ("eval_loss",))):
+            run_id = runs[name] = client.create_run(experiment_id, run_name=name).info.run_id
+            for step in range(3):
+                for family in families:
+                    for i, domain in enumerate(DOMAINS):
+                        client.log_metric(run_id, f"{family}/{domain}", 1.0 / (i + step + 1), step=step)
+            client.set_terminated(run_id)
+        with browser() as page:
+            check_train_charts(page, url, experiment_id, runs["complete"])
+            with pytest.raises(AssertionError, match=r"did not draw the weight charts.*weight/law: no chart") as info:
+                check_train_charts(page, url, experiment_id, runs["no-weights"], timeout=20)
+    screenshot = Path(str(info.value).split("screenshot: ")[1].split()[0])
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{screenshot} is not a PNG"
 
 
 def _live_members(pgid: int) -> list[int]:
@@ -194,25 +266,3 @@ def test_stop_process_group_ends_the_whole_group():
     while _live_members(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _live_members(proc.pid) == []
-
-
-@pytest.mark.slow  # needs Chromium (`make browser`), which `make test-fast` does not install
-def test_render_dom_runs_the_page_script_and_saves_a_screenshot(tmp_path):
-    require_chromium()
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "index.html").write_text(
-        "<html><body><div id=app></div><script>"
-        "setTimeout(() => { document.getElementById('app').textContent = 'rendered-by-script'; }, 2000);"
-        "</script></body></html>")
-    server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"],
-                              cwd=tmp_path / "site", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
-    try:
-        line = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N (...)"
-        port = int(line.split(" port ")[1].split()[0])
-        screenshot = tmp_path / "page.png"
-        dom = render_dom(f"http://127.0.0.1:{port}/", screenshot=screenshot, budget_ms=5000)
-    finally:
-        stop_process_group(server, timeout=5)
-    assert "rendered-by-script" in dom
-    assert screenshot.stat().st_size > 0

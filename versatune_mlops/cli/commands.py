@@ -9,12 +9,17 @@ The glue is imported inside each command, not at the top: it loads torch, transf
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from pathlib import Path
 
 from ..config import METHODS, RunConfig
 from ..mixing.strategies import MODES
 from ..integrations.mlflow import run_context
 from .options import add_config_options, add_tracking_options, config_from_args, optional_int
+
+# Set by `versatune main` for its steps: see cli/main.py.
+QUIET_ENV = "VERSATUNE_QUIET"
 
 
 def add_parsers(sub) -> None:
@@ -178,17 +183,39 @@ def cmd_main(args) -> int:
     config = load_config(args.preset, args.config or None, {})  # a missing preset fails before anything starts
     enter_run_context(args, run_context.describe(config) | {"method": args.method, "mode": args.mode})
     model_name = args.model_name or f"versatune-{args.preset}"
+    if not args.verbose:
+        _quiet_steps()
     report = main_workflow(preset=args.preset, method=args.method, mode=args.mode, target=args.target,
                            max_steps=args.max_steps, seed=args.seed, config=args.config, model_name=model_name,
                            alias=args.alias, metric=args.metric, use_tune=args.use_tune == "true",
                            num_trials=args.num_trials, tracking_uri=args.tracking_uri, experiment=args.experiment,
-                           run_name=args.run_name)
+                           run_name=args.run_name, report=print)
+    print()
     print(f"Experiment : {report.experiment_name} (id {report.experiment_id})")
     print(f"Best run   : {report.best_run_id} ({report.best_run_name}), {args.metric} = {report.metric_value:.5g}")
     print(f"Registered : {model_name} version {report.version}, alias @{args.alias} "
           f"(load with mlflow.pyfunc.load_model('models:/{model_name}@{args.alias}'))")
-    print(f"Open the UI: {report.ui_hint}")
+    if report.ui_command:
+        print(f"Start the UI: {report.ui_command}   (or `make ui`)")
+    print(f"Runs page  : {report.runs_url}")
+    print(f"Model page : {report.model_url}")
     return 0
+
+
+def _quiet_steps() -> None:
+    """One line per step instead of each step's own log: the steps inherit this environment.
+
+    MLflow's INFO lines (system-metrics monitor start/stop, "=== Running command ..."), its
+    artifact-download progress bar, transformers' bars for loading and saving a checkpoint, and
+    MLflow's "View run/experiment at" links (which open the GenAI overview, not the runs) would otherwise
+    repeat for every step; a user who sets these variables keeps their own values.
+    """
+    os.environ.setdefault(QUIET_ENV, "1")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the train step's 1-file prior download
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights", "Writing shards"
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
 
 
 def cmd_tune(args) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from typing import Optional, Sequence
 
 from ..errors import VersaTuneError
 from .bench import add_parsers as add_bench_parsers
+from .commands import QUIET_ENV
 from .commands import add_parsers as add_product_parsers
 
 
@@ -28,12 +30,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    from tqdm.contrib.logging import logging_redirect_tqdm  # after parsing: `--help` need not load it
+
+    # A step of `versatune main` runs quiet: main prints one line per step with its result, so the
+    # step's own INFO lines and result table would only repeat it. Warnings, errors and progress
+    # bars (stderr) stay.
+    quiet = os.environ.get(QUIET_ENV) == "1" and not args.verbose
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
         with contextlib.ExitStack() as args.exit_stack:
+            # Log lines go through tqdm.write, so a warning does not break a progress bar in two.
+            args.exit_stack.enter_context(logging_redirect_tqdm())
+            if quiet:
+                args.exit_stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
             return args.handler(args)
     except VersaTuneError as exc:
         print(f"error: {exc}", file=sys.stderr)

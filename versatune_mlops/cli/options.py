@@ -65,7 +65,10 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         if "=" not in item:
             raise VersaTuneError(f"--set {item!r} must look like KEY=VALUE, e.g. --set train.max_steps=40.")
         key, value = item.split("=", 1)
-        result[key.strip()] = yaml.safe_load(value)
+        try:
+            result[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:  # e.g. an unclosed '[': the config's types then say what was expected
+            result[key.strip()] = value
     for attribute, keys in FLAG_KEYS.items():
         value = getattr(args, attribute, None)
         if value is not None and value != "":  # MLproject passes "" for "not set"

@@ -70,8 +70,8 @@ class TinyModelConfig:
 @dataclass
 class ModelConfig:
     name: str = "smollm2"
-    """``smollm2`` (embedded SmolLM2-135M-Instruct), ``tiny`` (random init, for tests), a local
-    folder, or a hub id."""
+    """``smollm2`` (embedded SmolLM2-135M-Instruct), ``tiny`` (random init, for tests), a ``.gguf``
+    file (converted once to a plain checkpoint under ``cache_dir``), a local folder, or a hub id."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     lora: bool = False
     lora_r: int = 16

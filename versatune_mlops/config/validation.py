@@ -6,6 +6,7 @@ Modules downstream trust a validated config and do not re-check it.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigError
@@ -65,7 +66,12 @@ def _validate_data(config: RunConfig) -> None:
 
 def _validate_model(config: RunConfig) -> None:
     m = config.model
-    _check(isinstance(m.name, str) and m.name, "model.name must be 'smollm2', 'tiny', a local folder or a hub id.")
+    _check(isinstance(m.name, str) and m.name,
+           "model.name must be 'smollm2', 'tiny', a .gguf file, a local folder or a hub id.")
+    # A GGUF file is checked here, before any run starts; what is inside it is checked when it loads.
+    _check(not m.name.lower().endswith(".gguf") or Path(m.name).expanduser().is_file(),
+           f"model.name={m.name!r}: no such GGUF file. Pass the path of an existing .gguf file "
+           f"(relative to the folder you run from), a model folder, a hub id, 'smollm2' or 'tiny'.")
     _check(m.lora_r >= 1, f"model.lora_r={m.lora_r} must be >= 1.")
     _check(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"),
            f"model.device={m.device!r} is unknown; use auto, cpu, cuda or cuda:N.")

@@ -81,19 +81,22 @@ def encode_split(tokenizer: Any, split: Mapping[str, Sequence[SFTExample]], max_
                  what: str) -> dict[str, list[dict[str, list[int]]]]:
     """Encode every domain's examples; drops (with a warning) those whose reply is cut off entirely."""
     encoded: dict[str, list[dict[str, list[int]]]] = {}
+    skipped: list[str] = []
     for domain, examples in split.items():
         rows = [encode_example(tokenizer, ex, max_length) for ex in examples]
         # A prompt longer than max_length leaves no response token to learn from.
         kept = [row for row in rows if has_labels(row)]
         if len(kept) < len(rows):
-            log.warning("%s/%s: %d of %d examples have no response token within max_length=%d; skipped",
-                        what, domain, len(rows) - len(kept), len(rows), max_length)
+            skipped.append(f"{domain} {len(rows) - len(kept)}/{len(rows)}")
         if not kept:
             raise DataError(
                 f"Every {what} example of domain {domain!r} has its response cut off by "
                 f"train.max_length={max_length}. Raise train.max_length or shorten the prompts."
             )
         encoded[domain] = kept
+    if skipped:  # one line for the split, not one per domain
+        log.warning("%s: skipped examples with no response token within max_length=%d: %s",
+                    what, max_length, ", ".join(skipped))
     return encoded
 
 

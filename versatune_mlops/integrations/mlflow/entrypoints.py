@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -126,6 +126,12 @@ def register(*, model_name: str, metric: str, alias: str, experiment: Optional[s
     return registration
 
 
+# MLflow 3.17's UI opens in its GenAI view (a "Traces: 0" overview) unless the address asks for the
+# model-training one; an experiment tag cannot change that (the UI reads `mlflow.experimentKind` only
+# while its GenAI/Model-training switch is off, and 3.17 ships it on: see the notes of issue 16).
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
 @dataclass
 class MainReport:
     """What `versatune main` prints at the end."""
@@ -136,33 +142,46 @@ class MainReport:
     best_run_name: str
     metric_value: float
     version: str
-    ui_hint: str
+    runs_url: str
+    """The experiment's runs table in the UI's model-training view."""
+    model_url: str
+    """The registered model's page (its versions and aliases)."""
+    ui_command: Optional[str]
+    """The command that serves the UI for a local store; None when the tracking URI is a server."""
+
+
+def ui_urls(tracking_uri: str, experiment_id: str, model_name: str) -> tuple[str, str, Optional[str]]:
+    """(runs page, model page, command to start the UI or None) for a tracking URI."""
+    if tracking_uri.startswith(("http://", "https://")):
+        base, command = tracking_uri.rstrip("/"), None
+    else:
+        base = "http://127.0.0.1:5000"
+        command = f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    return (f"{base}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}",
+            f"{base}/#/models/{model_name}?{TRAINING_VIEW}", command)
 
 
 def main_workflow(*, preset: str, method: str, mode: str, target: str, max_steps: str, seed: str, config: str,
                   model_name: str, alias: str, metric: str, use_tune: bool, num_trials: str,
-                  tracking_uri: Optional[str], experiment: Optional[str], run_name: Optional[str]) -> MainReport:
-    """probe -> train (or tune) -> register as child runs of one `main` run (finished steps reused)."""
+                  tracking_uri: Optional[str], experiment: Optional[str], run_name: Optional[str],
+                  report: Callable[[str], None] = log.info) -> MainReport:
+    """probe -> train (or tune) -> register as child runs of one `main` run (finished steps reused);
+    ``report`` gets one line per step with its result."""
     uri = configure_tracking(tracking_uri)
     with tracked_run(experiment=experiment, run_name=run_name or f"main-{preset}",
                      tags={"versatune.step": "main", "versatune.preset": preset}, system_metrics=False) as run_id:
         result: MainResult = run_main(preset=preset, method=method, mode=mode, target=target, max_steps=max_steps,
                                       seed=seed, config=config, model_name=model_name, alias=alias, metric=metric,
-                                      parent_run_id=run_id, use_tune=use_tune, num_trials=num_trials)
+                                      parent_run_id=run_id, use_tune=use_tune, num_trials=num_trials, report=report)
     client = MlflowClient()
     train_run = client.get_run(result.train_run_id)
     version = client.get_model_version_by_alias(model_name, alias)
-    # Straight to the runs table: MLflow 3.17's experiment page opens on its GenAI overview instead.
-    runs_page = f"/#/experiments/{result.experiment_id}/runs"
-    if uri.startswith(("http://", "https://")):
-        hint = f"{uri}{runs_page}"
-    else:
-        hint = f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then http://127.0.0.1:5000{runs_page}"
+    runs_url, model_url, ui_command = ui_urls(uri, result.experiment_id, model_name)
     return MainReport(experiment_name=client.get_experiment(result.experiment_id).name,
                       experiment_id=result.experiment_id, best_run_id=result.train_run_id,
                       best_run_name=train_run.info.run_name,
                       metric_value=train_run.data.metrics.get(metric, float("nan")), version=version.version,
-                      ui_hint=hint)
+                      runs_url=runs_url, model_url=model_url, ui_command=ui_command)
 
 
 def tag_inherited_run(message: str) -> None:

@@ -77,11 +77,13 @@ def register_best(
     if existing:
         version, created = existing[0], False
     else:
-        if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
-            client.create_registered_model(model_name, description="VersaTune multi-domain SFT models")
+        new_model = not client.search_registered_models(filter_string=f"name = '{model_name}'")
         # register_model resolves the logged model's id, which a tracking server requires for
         # a models:/m-<id> source (create_model_version with the bare URI is refused over REST).
+        # It creates the registered model itself; creating it first made it print "already exists".
         version = mlflow.register_model(run.data.tags[f"{TAG_PREFIX}model_uri"], model_name)
+        if new_model:
+            client.update_registered_model(model_name, description="VersaTune multi-domain SFT models")
         created = True
     client.set_registered_model_alias(model_name, alias, version.version)
     tags = {key[len(TAG_PREFIX):]: value for key, value in run.data.tags.items()

@@ -238,7 +238,23 @@ def model_pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("torch", "transformers", "accelerate", "tokenizers", "mlflow")]
 
 
-def log_transformers_model(run_id: str, model_dir: str | Path) -> str:
+# Licenses of the base models this project ships: SmolLM2-135M-Instruct is Apache-2.0, the tiny
+# model is built from scratch by this (Apache-2.0) project. Any other base model's license is the
+# user's to check, and MLflow's warning about it stays.
+KNOWN_LICENSES = {"smollm2": "apache-2.0", "tiny": "apache-2.0"}
+
+
+def model_card(base_model: str) -> Any:
+    """A model card for the logged model, so MLflow does not look one up on the hub for a local folder
+    (it warns "The model card could not be retrieved" otherwise)."""
+    from huggingface_hub import ModelCard
+
+    license_line = f"license: {KNOWN_LICENSES[base_model]}\n" if base_model in KNOWN_LICENSES else ""
+    return ModelCard(f"---\n{license_line}tags: [versatune, multi-domain-sft]\n---\n"
+                     f"# Multi-domain SFT of {base_model}\n\nFine-tuned by versatune-mlops (VersaTune mixing).\n")
+
+
+def log_transformers_model(run_id: str, model_dir: str | Path, base_model: str = "") -> str:
     """Log the saved model with the transformers flavor; returns its ``models:/m-...`` URI.
 
     Runs inside :func:`tracked_run`, whose active run is ``run_id``.
@@ -252,7 +268,7 @@ def log_transformers_model(run_id: str, model_dir: str | Path) -> str:
                                 params={"max_new_tokens": 64})
     info = mlflow.transformers.log_model(
         {"model": model, "tokenizer": tokenizer}, name="model", task="text-generation",
-        signature=signature, pip_requirements=model_pip_requirements(),
+        signature=signature, pip_requirements=model_pip_requirements(), model_card=model_card(base_model),
     )
     MlflowClient().set_tag(run_id, f"{TAG_PREFIX}model_uri", info.model_uri)
     return info.model_uri
@@ -320,4 +336,4 @@ class MlflowTrackingHooks(TrainingHooks):
                   "wall_seconds": summary["wall_seconds"]}
         log_metrics(self.run_id, final, summary["steps"])  # metrics_after came through on_eval
         if self.log_model and summary.get("model_dir"):
-            log_transformers_model(self.run_id, summary["model_dir"])
+            log_transformers_model(self.run_id, summary["model_dir"], summary["config"]["model"]["name"])

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import mlflow
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from ...errors import VersaTuneError
@@ -64,18 +66,25 @@ def find_finished_step(client: MlflowClient, experiment_id: str, entry_point: st
 
 
 def run_step(entry_point: str, parameters: Mapping[str, str], *, experiment_id: str, parent_run_id: str,
-             reuse: bool = True) -> str:
-    """Run one entry point as a child run of ``parent_run_id`` (or reuse a finished one); its run id."""
+             reuse: bool = True, report: Callable[[str], None] = log.info,
+             describe: Callable[[Run], str] = lambda run: "") -> str:
+    """Run one entry point as a child run of ``parent_run_id`` (or reuse a finished one); its run id.
+
+    ``report`` gets one line when the step is done: its name, how long it took, its run and
+    ``describe(run)`` (the step's result in a few words).
+    """
     client = MlflowClient()
     parameters = {k: str(v) for k, v in parameters.items()}
     if reuse:
         previous = find_finished_step(client, experiment_id, entry_point, parameters,
                                       _current_commit(client, parent_run_id))
         if previous:
-            log.info("Step %s: reusing finished run %s (same parameters and code)", entry_point, previous)
             client.set_tag(parent_run_id, f"{TAG_PREFIX}step.{entry_point}", previous)
+            report(f"{entry_point:<8} reusing finished run {previous} (same parameters and code): "
+                   f"{describe(client.get_run(previous))}")
             return previous
-    log.info("Step %s: starting with %s", entry_point, parameters)
+    log.debug("Step %s: starting with %s", entry_point, parameters)
+    started = time.monotonic()
     submitted = mlflow.projects.run(
         str(project_root()), entry_point=entry_point, parameters=parameters, env_manager="local",
         experiment_id=experiment_id, synchronous=False, run_name=entry_point,
@@ -88,7 +97,28 @@ def run_step(entry_point: str, parameters: Mapping[str, str], *, experiment_id: 
             f"Step {entry_point!r} failed (run {submitted.run_id}): {error}. Fix the cause and run `main` again: "
             f"finished steps are reused."
         )
+    report(f"{entry_point:<8} done in {time.monotonic() - started:.0f} s, run {submitted.run_id}: "
+           f"{describe(client.get_run(submitted.run_id))}")
     return submitted.run_id
+
+
+def describe_probe(run: Run) -> str:
+    prior = {k.split("/", 1)[1]: v for k, v in run.data.metrics.items()
+             if k.startswith("probe/") and k != "probe/estimator_accuracy"}
+    return "prior " + ", ".join(f"{d} {p:.2f}" for d, p in sorted(prior.items(), key=lambda kv: -kv[1]))
+
+
+def describe_metrics(*keys: str) -> Callable[[Run], str]:
+    def describe(run: Run) -> str:
+        values = run.data.metrics
+        return ", ".join(f"{k} {values[k]:.4g}" for k in keys if k in values)
+    return describe
+
+
+def describe_registration(run: Run) -> str:
+    tags = run.data.tags
+    return (f"{tags.get(f'{TAG_PREFIX}registered_model')} version {tags.get(f'{TAG_PREFIX}registered_version')} "
+            f"@{tags.get(f'{TAG_PREFIX}alias')} (run {tags.get(f'{TAG_PREFIX}registered_run')})")
 
 
 @dataclass
@@ -101,24 +131,27 @@ class MainResult:
 
 def run_main(*, preset: str, method: str, mode: str, target: str, max_steps: str, seed: str, config: str,
              model_name: str, alias: str, metric: str, parent_run_id: str, use_tune: bool = False,
-             num_trials: str = "4") -> MainResult:
+             num_trials: str = "4", report: Callable[[str], None] = log.info) -> MainResult:
     client = MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    common = {"experiment_id": experiment_id, "parent_run_id": parent_run_id}
-    probe_run = run_step("probe", {"preset": preset, "config": config, "seed": seed}, **common)
+    common = {"experiment_id": experiment_id, "parent_run_id": parent_run_id, "report": report}
+    scores = describe_metrics(metric, "eval_loss/mean", "eval_loss/worst")
+    probe_run = run_step("probe", {"preset": preset, "config": config, "seed": seed}, describe=describe_probe,
+                         **common)
     prior_uri = f"runs:/{probe_run}/probe/distribution.json"
     if use_tune:
         # The sweep's trials are children of the tune run; the best one is what gets registered.
         tune_run = run_step("tune", {"preset": preset, "config": config, "max_steps": max_steps, "num_trials": num_trials,
                                      "objective": metric, "prior_uri": prior_uri, "model_name": model_name,
-                                     "alias": alias}, **common)
+                                     "alias": alias},
+                            describe=lambda run: f"best run {run.data.tags.get('versatune.best_run')}", **common)
         train_run = client.get_run(tune_run).data.tags["versatune.best_run"]
     else:
         train_run = run_step("train", {
             "preset": preset, "config": config, "method": method, "mode": mode, "target": target,
             "max_steps": max_steps, "seed": seed, "prior_uri": prior_uri,
-        }, **common)
+        }, describe=scores, **common)
     # Registration is cheap and idempotent: always run it so the alias points at the current best.
     register_run = run_step("register", {"model_name": model_name, "alias": alias, "metric": metric,
-                                         "run_ids": train_run}, reuse=False, **common)
+                                         "run_ids": train_run}, reuse=False, describe=describe_registration, **common)
     return MainResult(experiment_id, probe_run, train_run, register_run)
