@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from .models import unsharded_copy
 from .state import LoopState
 
 log = logging.getLogger(__name__)
@@ -103,9 +104,14 @@ def load(path: str | Path, model, optimizer, scheduler):
     return LoopState(**payload["loop"]), payload["sampler"], payload["strategy"]
 
 
-def save_final_model(target: Path, model, tokenizer) -> None:
-    """Save a plain transformers model (LoRA merged) atomically: no half-written model folder."""
+def save_final_model(target: Path, model, tokenizer, state_dict: Optional[dict] = None) -> None:
+    """Save a plain transformers model (LoRA merged) atomically: no half-written model folder.
+
+    ``state_dict``: the full weights of a sharded ``model``, gathered from its shards; they are
+    loaded into an unsharded copy, which is what gets saved."""
     target = Path(target)
+    if state_dict is not None:
+        model = unsharded_copy(model, state_dict)
     tmp = target.with_name(f".tmp-{target.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     if hasattr(model, "merge_and_unload"):
