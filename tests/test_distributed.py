@@ -118,3 +118,37 @@ def test_cli_on_ray_logs_to_mlflow_from_the_main_worker(ray_cluster, tmp_path, m
     assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_loss/mean")] == [0, 4, 8]
     assert run.data.tags["versatune.model_uri"].startswith("models:/m-")
     assert run.data.params["distributed.num_workers"] == "2"
+
+
+@pytest.fixture(scope="module")
+def short_references(tmp_path_factory):
+    """4 steps of one batch of 8 in one process, full fine-tuning and LoRA, saved for the parameter comparison."""
+    runs = {}
+    for lora in (False, True):
+        out = tmp_path_factory.mktemp(f"reference-lora-{lora}")
+        runs[lora] = out, train(short_run(**{"model.lora": lora}), out)
+    return runs
+
+
+def short_run(**extra):
+    return _config(**{"train.max_steps": 4, "method.interval": 2, "train.save_model": True, **extra})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", [
+    {"distributed.strategy": "ddp", "train.micro_batch_size": 2},  # accumulation under no_sync
+    {"distributed.strategy": "fsdp"},
+    {"distributed.strategy": "fsdp", "model.lora": True, "train.micro_batch_size": 2},
+], ids=["ddp-micro", "fsdp", "fsdp-lora-micro"])
+def test_two_sharded_or_accumulating_workers_match_one_process(ray_cluster, short_references, tmp_path, settings):
+    from test_scale import PARAM_TOLERANCE, param_gap, weight_gap
+
+    reference_dir, reference = short_references[bool(settings.get("model.lora"))]
+    distributed = train_distributed(short_run(**{"distributed.num_workers": 2, **settings}), tmp_path)
+    assert distributed["tokens_trained"] == reference["tokens_trained"]
+    assert reference["final_weights"] != reference["initial_weights"]
+    assert weight_gap(reference, distributed) < TOLERANCE
+    # The FSDP model is gathered from both shards into a plain HF folder (LoRA merged): same keys, same values.
+    assert param_gap(reference_dir, tmp_path) < PARAM_TOLERANCE
+    for d in reference["domains"]:
+        assert abs(reference["eval_loss_after"][d] - distributed["eval_loss_after"][d]) < 1e-4

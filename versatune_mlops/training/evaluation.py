@@ -49,17 +49,19 @@ def domain_losses(
     parallel: Parallel = SINGLE_PROCESS,
     response_only: bool = True,
     sharded_loss: Optional[torch.nn.Module] = None,
+    device: Optional[torch.device] = None,
 ) -> dict[str, float]:
     """Token-weighted mean response loss per domain on pre-encoded held-out examples.
 
     With several workers each evaluates its shard and the sums are added up, so every worker gets
     the same losses (and therefore computes the same new weights). ``sharded_loss`` is the FSDP root
     of a sharded model: every forward is then a collective, so every worker runs the same number of
-    batches (a worker whose shard is shorter repeats a batch and discards its result).
+    batches (a worker whose shard is shorter repeats a batch and discards its result). ``device``:
+    where the batches go (default: the parameters' device, which FSDP's CPU offload changes).
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = device or next(model.parameters()).device
     domains = list(encoded_eval)
     sums = np.zeros((len(domains), 2))  # per domain: summed loss, response tokens
     shards = {d: parallel.shard(encoded_eval[d]) for d in domains}

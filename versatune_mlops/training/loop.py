@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
+
 from ..config import RunConfig
 from . import checkpointing, sharding
 from .evaluation import domain_metrics
@@ -149,6 +151,8 @@ def build_summary(config: RunConfig, run: TrainingRun, losses_after: dict[str, f
         "midrun_eval_seconds": run.timings.midrun_eval_seconds,
         "wall_seconds": wall_seconds,
         "model_source": run.inputs.loaded.source,
+        # This worker's (rank 0's) peak GPU memory; None on CPU.
+        "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
         "model_dir": str(output_dir / "model") if t.save_model else None,
         "config": config.to_dict(),
     }

@@ -22,7 +22,7 @@ from . import sharding
 from .checkpointing import write_json_atomic
 from .evaluation import domain_accuracy, domain_losses
 from .loss import ResponseLoss
-from .models import cache_root, load_model
+from .models import cache_root, load_model, resolve_device
 from .parallel import SINGLE_PROCESS, Parallel
 from .state import BaseEvaluation, LoopState, RunInputs, TrainingRun
 
@@ -56,7 +56,8 @@ def evaluate_losses(config: RunConfig, inputs: RunInputs, model: torch.nn.Module
     """Held-out loss per domain; ``sharded_loss`` is the FSDP root a sharded model is evaluated through."""
     return domain_losses(model, inputs.eval_encoded, config.train.eval_batch_size,
                          inputs.loaded.tokenizer.pad_token_id, config.model.bf16, parallel,
-                         response_only=config.train.response_only_loss, sharded_loss=sharded_loss)
+                         response_only=config.train.response_only_loss, sharded_loss=sharded_loss,
+                         device=resolve_device(config.model.device))
 
 
 def measure_accuracy(config: RunConfig, inputs: RunInputs, model: torch.nn.Module) -> dict[str, float]:

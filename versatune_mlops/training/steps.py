@@ -24,6 +24,7 @@ from . import checkpointing
 from .evaluation import domain_metrics
 from .setup import evaluate_losses
 from .hooks import TrainingHooks
+from .models import resolve_device
 from .parallel import gradient_sync
 from .state import TrainingRun
 
@@ -61,7 +62,7 @@ def train_step(config: RunConfig, run: TrainingRun) -> float:
     """
     t, state, parallel, domains = config.train, run.state, run.parallel, run.domains
     n_domains = len(domains)
-    device = next(run.model.parameters()).device
+    device = resolve_device(config.model.device)  # not the parameters' device: FSDP may offload them to CPU
     # Every worker draws the same global batch and trains on its shard of it, so N workers see
     # exactly the examples one process would.
     if not run.pending_batches:
