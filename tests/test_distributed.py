@@ -137,9 +137,9 @@ def short_run(**extra):
 @pytest.mark.slow
 @pytest.mark.parametrize("settings", [
     {"distributed.strategy": "ddp", "train.micro_batch_size": 2},  # accumulation under no_sync
-    {"distributed.strategy": "fsdp"},
     {"distributed.strategy": "fsdp", "model.lora": True, "train.micro_batch_size": 2},
-], ids=["ddp-micro", "fsdp", "fsdp-lora-micro"])
+    # FSDP with full fine-tuning: test_fsdp_killed_worker_resumes_to_the_same_weights
+], ids=["ddp-micro", "fsdp-lora-micro"])
 def test_two_sharded_or_accumulating_workers_match_one_process(ray_cluster, short_references, tmp_path, settings):
     from test_scale import PARAM_TOLERANCE, param_gap, weight_gap
 
@@ -152,3 +152,25 @@ def test_two_sharded_or_accumulating_workers_match_one_process(ray_cluster, shor
     assert param_gap(reference_dir, tmp_path) < PARAM_TOLERANCE
     for d in reference["domains"]:
         assert abs(reference["eval_loss_after"][d] - distributed["eval_loss_after"][d]) < 1e-4
+
+
+@pytest.mark.slow
+def test_fsdp_killed_worker_resumes_to_the_same_weights(ray_cluster, tmp_path):
+    """Full fine-tuning sharded over 2 workers, one SIGKILLed after the first sharded checkpoint:
+    the restarted group reads its shards back and ends where one uninterrupted process ends."""
+    from test_scale import PARAM_TOLERANCE, param_gap
+
+    settings = {"train.max_steps": 12, "method.interval": 4, "train.checkpoint_every": 4, "train.save_model": True}
+    reference = train(_config(**settings), tmp_path / "reference")
+    output = tmp_path / "killed"
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint, args=(output, killed), daemon=True)
+    killer.start()
+    resumed = train_distributed(_config(**settings, **{"distributed.num_workers": 2, "distributed.strategy": "fsdp",
+                                                       "distributed.max_failures": 2}), output)
+    killer.join(timeout=5)
+    assert killed, "no worker was killed: the run finished before its first checkpoint"
+    assert list((output / "checkpoints").glob("step-*/sharded/*.distcp")), "the checkpoint holds per-worker shards"
+    assert resumed["steps"] == 12 and resumed["tokens_trained"] == reference["tokens_trained"]
+    assert _max_weight_gap(reference, resumed) < TOLERANCE
+    assert param_gap(tmp_path / "reference", output) < PARAM_TOLERANCE

@@ -70,8 +70,6 @@ def test_micro_batch_must_divide_the_worker_batch():
 def test_fsdp_settings_that_cannot_work_are_refused():
     with pytest.raises(ConfigError, match="distributed.strategy=fsdp shards the model across Ray workers"):
         small_run(**{"distributed.strategy": "fsdp"})
-    with pytest.raises(ConfigError, match="sharded checkpoints are not implemented yet"):
-        small_run(**{"distributed.strategy": "fsdp", "distributed.num_workers": 2, "train.checkpoint_every": 2})
     with pytest.raises(ConfigError, match="distributed.strategy='zero3' is unknown"):
         small_run(**{"distributed.strategy": "zero3"})
     with pytest.raises(ConfigError, match="needs distributed.strategy=fsdp"):

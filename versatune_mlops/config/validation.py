@@ -190,11 +190,6 @@ def _validate_distributed(config: RunConfig) -> None:
            "one plain process. Set distributed.num_workers (--num-workers) to the number of devices, or "
            "distributed.strategy=ddp.")
     if dc.strategy == "fsdp":
-        # The whole-model checkpoint of rank 0 would hold only rank 0's shard.
-        _check(t.checkpoint_every == 0,
-               f"train.checkpoint_every={t.checkpoint_every} with distributed.strategy=fsdp: sharded checkpoints "
-               f"are not implemented yet, and a rank-0 checkpoint would hold only its own shard. Set "
-               f"train.checkpoint_every=0, or use distributed.strategy=ddp for resumable runs.")
         _check(not t.compile, "train.compile=true is not supported with distributed.strategy=fsdp yet; set "
                               "train.compile=false.")
         # Multiple-choice accuracy calls the model's own forward with a KV cache; under FSDP only the

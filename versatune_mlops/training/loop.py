@@ -61,7 +61,8 @@ def train(
     sharded_loss = train_model if is_sharded(config, parallel) else None
     optimizer, scheduler = make_optimizer(config, inputs.loaded.model)
     if resume_from is not None:
-        state, sampler_state, strategy_state = checkpointing.load(resume_from, inputs.loaded.model, optimizer, scheduler)
+        state, sampler_state, strategy_state = checkpointing.load(resume_from, inputs.loaded.model, optimizer, scheduler,
+                                                                  sharded=sharded_loss is not None)
         log.info("Resumed from %s at step %d", resume_from, state.step)
     else:
         state, sampler_state, strategy_state = fresh_state(config, inputs, prior, parallel, sharded_loss), None, None

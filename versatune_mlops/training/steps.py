@@ -191,9 +191,14 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
 def checkpoint(config: RunConfig, run: TrainingRun, hooks: TrainingHooks, output_dir: Path) -> None:
     started = time.perf_counter()
     path = None
-    if run.parallel.is_main:  # the state is identical on every worker: one writer
+    sharded = run.sharded_loss is not None
+    # The loop state is identical on every worker: rank 0 writes it. Under FSDP every worker also
+    # writes its own shard of the model and optimizer.
+    if run.parallel.is_main or sharded:
         path = checkpointing.save(output_dir, run.state, run.model, run.optimizer, run.scheduler,
-                                  run.sampler.state_dict(), run.strategy.state_dict(), config.train.keep_checkpoints)
+                                  run.sampler.state_dict(), run.strategy.state_dict(), config.train.keep_checkpoints,
+                                  sharded=sharded, is_main=run.parallel.is_main)
+    if path is not None:
         run.last_checkpoint = str(path)
     run.timings.side_seconds += time.perf_counter() - started
     hooks.on_checkpoint(run.state.step, str(path) if path is not None else None)
