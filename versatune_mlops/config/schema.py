@@ -252,6 +252,10 @@ class TuneConfig:
     workers_per_trial: int = 0
     """Ray Train workers inside each trial (each trial then builds its own TorchTrainer); 0 trains in
     the trial's own process. Needs ``asha: false``: see validate()."""
+    memory_per_trial_gb: Optional[float] = None
+    """Memory one trial takes (its driver and Train workers together); with the cluster's memory it
+    caps how many trials run at once, next to CPUs and GPUs. None: 12 for the embedded SmolLM2 (its
+    measured peak is 8-12 GB), 2 for the tiny model, and no memory cap for other models (set it)."""
     alpha: list[float] = field(default_factory=lambda: [0.0, 2.0])
     beta: list[float] = field(default_factory=lambda: [0.0, 2.0])
     eta: list[float] = field(default_factory=lambda: [0.5, 2.0])

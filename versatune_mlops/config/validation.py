@@ -209,6 +209,8 @@ def _validate_tune(config: RunConfig) -> None:
            f"tune.objective={tc.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}.")
     _check(tc.grace_intervals >= 1, f"tune.grace_intervals={tc.grace_intervals} must be >= 1.")
     _check(tc.workers_per_trial >= 0, f"tune.workers_per_trial={tc.workers_per_trial} must be >= 0.")
+    _check(tc.memory_per_trial_gb is None or (_is_number(tc.memory_per_trial_gb) and tc.memory_per_trial_gb > 0),
+           f"tune.memory_per_trial_gb={tc.memory_per_trial_gb!r} must be a number of GB > 0, or null (estimate).")
     # Measured with Ray 2.60 without ray[default]: when ASHA stops a trial that runs its own
     # TorchTrainer, the trainer's placement group is not cleaned up (the cleaner needs the state
     # API of the dashboard), its CPUs stay taken and the next trial waits forever.
