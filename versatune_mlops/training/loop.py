@@ -12,6 +12,7 @@ nothing here knows about MLflow or Ray.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -152,8 +153,19 @@ def build_summary(config: RunConfig, run: TrainingRun, losses_after: dict[str, f
         "midrun_eval_seconds": run.timings.midrun_eval_seconds,
         "wall_seconds": wall_seconds,
         "model_source": run.inputs.loaded.source,
-        # This worker's (rank 0's) peak GPU memory; None on CPU.
+        # This worker's (rank 0's) peak GPU memory (None on CPU) and peak resident memory.
         "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+        "peak_rss_bytes": peak_rss_bytes(),
         "model_dir": str(output_dir / "model") if t.save_model else None,
         "config": config.to_dict(),
     }
+
+
+def peak_rss_bytes() -> Optional[int]:
+    """This process's peak resident memory (ru_maxrss: kilobytes on Linux, bytes on macOS)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
