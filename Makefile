@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo demo-tiny ui test test-fast bench-loop bench-quick bench-tune clean
+.PHONY: install demo demo-tiny ui test test-fast bench-loop bench-quick bench-tune gpu-check clean
 
 install: $(STAMP)
 
@@ -66,8 +66,13 @@ bench-quick: install
 bench-tune: install
 	$(VENV)/bin/versatune bench-tune --preset tiny
 
+# On a CUDA machine: CUDA torch in .venv-gpu, a short FSDP + bf16 + LoRA SmolLM2 run on every GPU through
+# Ray, checked against the CPU path; prints tokens/s, peak GPU memory and MFU (scripts/gpu_check.sh).
+gpu-check:
+	bash scripts/gpu_check.sh
+
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) .venv-gpu outputs .pytest_cache
 
 # Debian's Chromium and its chromedriver for the end-to-end UI test (tests/test_ui.py, driven by
 # Selenium); installs only what is absent.

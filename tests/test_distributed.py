@@ -118,3 +118,59 @@ def test_cli_on_ray_logs_to_mlflow_from_the_main_worker(ray_cluster, tmp_path, m
     assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_loss/mean")] == [0, 4, 8]
     assert run.data.tags["versatune.model_uri"].startswith("models:/m-")
     assert run.data.params["distributed.num_workers"] == "2"
+
+
+@pytest.fixture(scope="module")
+def short_references(tmp_path_factory):
+    """4 steps of one batch of 8 in one process, full fine-tuning and LoRA, saved for the parameter comparison."""
+    runs = {}
+    for lora in (False, True):
+        out = tmp_path_factory.mktemp(f"reference-lora-{lora}")
+        runs[lora] = out, train(short_run(**{"model.lora": lora}), out)
+    return runs
+
+
+def short_run(**extra):
+    return _config(**{"train.max_steps": 4, "method.interval": 2, "train.save_model": True, **extra})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", [
+    {"distributed.strategy": "ddp", "train.micro_batch_size": 2},  # accumulation under no_sync
+    {"distributed.strategy": "fsdp", "model.lora": True, "train.micro_batch_size": 2},
+    # FSDP with full fine-tuning: test_fsdp_killed_worker_resumes_to_the_same_weights
+], ids=["ddp-micro", "fsdp-lora-micro"])
+def test_two_sharded_or_accumulating_workers_match_one_process(ray_cluster, short_references, tmp_path, settings):
+    from test_scale import PARAM_TOLERANCE, param_gap, weight_gap
+
+    reference_dir, reference = short_references[bool(settings.get("model.lora"))]
+    distributed = train_distributed(short_run(**{"distributed.num_workers": 2, **settings}), tmp_path)
+    assert distributed["tokens_trained"] == reference["tokens_trained"]
+    assert reference["final_weights"] != reference["initial_weights"]
+    assert weight_gap(reference, distributed) < TOLERANCE
+    # The FSDP model is gathered from both shards into a plain HF folder (LoRA merged): same keys, same values.
+    assert param_gap(reference_dir, tmp_path) < PARAM_TOLERANCE
+    for d in reference["domains"]:
+        assert abs(reference["eval_loss_after"][d] - distributed["eval_loss_after"][d]) < 1e-4
+
+
+@pytest.mark.slow
+def test_fsdp_killed_worker_resumes_to_the_same_weights(ray_cluster, tmp_path):
+    """Full fine-tuning sharded over 2 workers, one SIGKILLed after the first sharded checkpoint:
+    the restarted group reads its shards back and ends where one uninterrupted process ends."""
+    from test_scale import PARAM_TOLERANCE, param_gap
+
+    settings = {"train.max_steps": 8, "method.interval": 2, "train.checkpoint_every": 2, "train.save_model": True}
+    reference = train(_config(**settings), tmp_path / "reference")
+    output = tmp_path / "killed"
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint, args=(output, killed), daemon=True)
+    killer.start()
+    resumed = train_distributed(_config(**settings, **{"distributed.num_workers": 2, "distributed.strategy": "fsdp",
+                                                       "distributed.max_failures": 2}), output)
+    killer.join(timeout=5)
+    assert killed, "no worker was killed: the run finished before its first checkpoint"
+    assert list((output / "checkpoints").glob("step-*/sharded/*.distcp")), "the checkpoint holds per-worker shards"
+    assert resumed["steps"] == 8 and resumed["tokens_trained"] == reference["tokens_trained"]
+    assert _max_weight_gap(reference, resumed) < TOLERANCE
+    assert param_gap(tmp_path / "reference", output) < PARAM_TOLERANCE

@@ -32,6 +32,12 @@ def test_grid_size_and_concurrency_follow_the_config_and_the_cluster():
     assert grid_size(config) == 2 * 2 * 2 * 1 * 2  # a degenerate range contributes one value
     assert trial_concurrency(config, cluster_cpus=2) == 1, "trial driver + one Train worker fill both CPUs"
     assert trial_concurrency(config, cluster_cpus=16) == 8
+    assert trial_concurrency(config, cluster_cpus=16, cluster_memory_gb=7) == 3, "2 GB per tiny trial"
+    assert trial_concurrency(config, cluster_cpus=16, cluster_gpus=2) == 2, "one GPU per Train worker"
+    smollm2 = load_config("smollm2", overrides={"tune.workers_per_trial": 0})
+    assert trial_concurrency(smollm2, cluster_cpus=16, cluster_memory_gb=16) == 1, "12 GB per SmolLM2 trial"
+    sized = load_config("tiny", overrides={"tune.memory_per_trial_gb": 0.5})
+    assert trial_concurrency(sized, cluster_cpus=16, cluster_memory_gb=2) == 4
 
 
 def test_best_trial_is_picked_among_finished_trials_only():

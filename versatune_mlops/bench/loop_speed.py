@@ -30,12 +30,16 @@ def static_mixture(config: RunConfig, steps: int) -> RunConfig:
     )
 
 
-def run_ray_benchmark(config: RunConfig, steps: int = 30, worker_counts: tuple[int, ...] = (1, 2)) -> dict:
-    """Training tokens/s of the single-process loop vs Ray Train with 1..N workers, same global batch.
+def run_ray_benchmark(config: RunConfig, steps: int = 30, worker_counts: tuple[int, ...] = (1, 2),
+                      strategies: tuple[str, ...] = ("ddp",)) -> dict:
+    """Training tokens/s of the single-process loop vs Ray Train with 1..N workers under each
+    strategy (DDP, FSDP), same global batch.
 
     The same static mixture and batches for every variant; tokens/s counts the step loop only
-    (what each variant's summary reports), and the wall time of each fit, Ray start-up included,
-    is reported next to it.
+    (what each variant's summary reports). Next to it: the wall time of each fit, its start-up (the
+    fit's wall time minus the training function's own: Ray, workers, process group), and the peak
+    RSS of the main worker (of this process for the single-process row, which includes the
+    benchmark's own set-up).
     """
     from ..integrations.ray.distributed import train_distributed
 
@@ -44,12 +48,21 @@ def run_ray_benchmark(config: RunConfig, steps: int = 30, worker_counts: tuple[i
     with tempfile.TemporaryDirectory(prefix="versatune-bench-ray-") as tmp:
         started = time.perf_counter()
         summary = train(config, f"{tmp}/single")
-        results["single process"] = (summary["tokens_trained"] / summary["train_seconds"], time.perf_counter() - started)
-        for workers in worker_counts:
-            scaled = dataclasses.replace(config, distributed=dataclasses.replace(config.distributed, num_workers=workers))
-            started = time.perf_counter()
-            summary = train_distributed(scaled, f"{tmp}/ray-{workers}")
-            results[f"ray, {workers} worker(s)"] = (summary["tokens_trained"] / summary["train_seconds"],
-                                                    time.perf_counter() - started)
-    base = results["single process"][0]
-    return {name: {"tokens_per_s": tps, "wall_s": wall, "ratio": tps / base} for name, (tps, wall) in results.items()}
+        results["single process"] = (summary, time.perf_counter() - started)
+        for strategy in strategies:
+            for workers in worker_counts:
+                if strategy == "fsdp" and workers < 2:
+                    continue  # one worker has nothing to shard across: it is the DDP row
+                scaled = dataclasses.replace(config, distributed=dataclasses.replace(
+                    config.distributed, num_workers=workers, strategy=strategy))
+                started = time.perf_counter()
+                summary = train_distributed(scaled, f"{tmp}/ray-{strategy}-{workers}")
+                results[f"{strategy}, {workers} worker(s)"] = (summary, time.perf_counter() - started)
+    base = _tokens_per_s(results["single process"][0])
+    return {name: {"tokens_per_s": _tokens_per_s(summary), "wall_s": wall, "ratio": _tokens_per_s(summary) / base,
+                   "startup_s": wall - summary["wall_seconds"], "peak_rss_gb": (summary.get("peak_rss_bytes") or 0) / 1e9}
+            for name, (summary, wall) in results.items()}
+
+
+def _tokens_per_s(summary: dict) -> float:
+    return summary["tokens_trained"] / summary["train_seconds"]

@@ -50,6 +50,7 @@ def add_parsers(sub) -> None:
     add_config_options(ray, preset_default="tiny")
     ray.add_argument("--steps", type=int, default=30)
     ray.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    ray.add_argument("--strategies", default="ddp,fsdp", help="comma-separated: ddp, fsdp (FSDP rows need 2+ workers)")
     add_verbose(ray)
     ray.set_defaults(handler=cmd_bench_ray)
 
@@ -179,10 +180,16 @@ def cmd_bench_ray(args) -> int:
 
     config = config_from_args(args)
     workers = tuple(int(w) for w in args.workers.split(","))
-    results = run_ray_benchmark(config, steps=args.steps, worker_counts=workers)
-    print(f"{'variant':<22} {'tokens/s':>10} {'vs single':>10} {'wall s':>8}  (same global batch {config.train.batch_size})")
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    unknown = sorted(set(strategies) - {"ddp", "fsdp"})
+    if unknown:
+        raise VersaTuneError(f"--strategies {args.strategies!r}: unknown {', '.join(unknown)}; use ddp and/or fsdp.")
+    results = run_ray_benchmark(config, steps=args.steps, worker_counts=workers, strategies=strategies)
+    print(f"{'variant':<22} {'tokens/s':>10} {'vs single':>10} {'wall s':>8} {'start-up s':>10} {'peak RSS GB':>11}"
+          f"  (same global batch {config.train.batch_size}; RSS of the main worker)")
     for name, row in results.items():
-        print(f"{name:<22} {row['tokens_per_s']:>10.1f} {row['ratio']:>10.3f} {row['wall_s']:>8.1f}")
+        print(f"{name:<22} {row['tokens_per_s']:>10.1f} {row['ratio']:>10.3f} {row['wall_s']:>8.1f} "
+              f"{row['startup_s']:>10.1f} {row['peak_rss_gb']:>11.2f}")
     return 0
 
 

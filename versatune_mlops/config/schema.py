@@ -24,6 +24,8 @@ EXPANSION_METHODS = method_names(supports_expansion=True)
 EXPANSION_ONLY_METHODS = method_names(expansion_only=True)
 REFERENCE_STRATEGIES = ("initial_fraction", "fixed", "specialist")
 ESTIMATORS = estimator_names()
+PARALLEL_STRATEGIES = ("ddp", "fsdp")
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
 
 def projects_dir() -> Path:
@@ -80,8 +82,17 @@ class ModelConfig:
     bf16: bool = False
     """bf16 autocast (CPU or GPU). The cross-entropy stays fp32."""
     dtype: str = "float32"
-    """Storage of the frozen base weights: ``float32`` or ``bfloat16`` (LoRA only: the trainable
-    adapter stays fp32; halves the model's memory)."""
+    """Storage of the weights: ``float32`` or ``bfloat16``. Under LoRA only the frozen base weights
+    go to bf16 (the trainable adapter stays fp32); full fine-tuning in bf16 is allowed on GPU only
+    (AdamW then updates bf16 weights, which rounds small updates away: under
+    ``distributed.strategy=fsdp`` prefer float32 weights with ``bf16: true``, i.e. bf16 compute over
+    fp32 master weights)."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel passed to transformers: ``sdpa`` (PyTorch's fused attention), ``eager`` or
+    ``flash_attention_2`` (needs the ``flash_attn`` package on every worker)."""
+    trust_remote_code: bool = False
+    """Run the modelling code a hub model ships in its own repository. Off by default: it executes
+    code from the model's author; turn it on only for a model you have reviewed."""
     torch_threads: Optional[int] = None
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
@@ -157,6 +168,12 @@ class MethodConfig:
 class TrainConfig:
     max_steps: int = 40
     batch_size: int = 8
+    """The global batch: examples per optimizer step, summed over all workers and micro-batches."""
+    micro_batch_size: Optional[int] = None
+    """Examples per forward/backward pass on one worker; the gradients of
+    ``batch_size / (workers x micro_batch_size)`` passes are accumulated into one step, with the
+    loss normalised by the global batch's response tokens (the same step as one big batch).
+    None: the worker's whole share of the batch in one pass."""
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
@@ -203,6 +220,15 @@ class DistributedConfig:
     Default: ``<output_dir>/ray``."""
     max_failures: int = 0
     """Restarts of a failed worker group from its newest checkpoint."""
+    strategy: str = "ddp"
+    """How the workers share the model: ``ddp`` (every worker holds the whole model and its optimizer
+    state; gradients are all-reduced) or ``fsdp`` (FSDP2 ``fully_shard`` per transformer block and
+    the root: parameters, gradients and optimizer state are split across the workers, so a model
+    too big for one device trains on several; bf16 compute with fp32 gradient reduction on GPU
+    when ``model.bf16``)."""
+    cpu_offload: bool = False
+    """FSDP only: keep the sharded parameters, gradients and optimizer state in CPU memory and move
+    each block to the GPU for its forward/backward (fits larger models, costs speed)."""
 
 
 SEARCHERS = ("random", "grid", "optuna")
@@ -236,6 +262,10 @@ class TuneConfig:
     workers_per_trial: int = 0
     """Ray Train workers inside each trial (each trial then builds its own TorchTrainer); 0 trains in
     the trial's own process. Needs ``asha: false``: see validate()."""
+    memory_per_trial_gb: Optional[float] = None
+    """Memory one trial takes (its driver and Train workers together); with the cluster's memory it
+    caps how many trials run at once, next to CPUs and GPUs. None: 12 for the embedded SmolLM2 (its
+    measured peak is 8-12 GB), 2 for the tiny model, and no memory cap for other models (set it)."""
     alpha: list[float] = field(default_factory=lambda: [0.0, 2.0])
     beta: list[float] = field(default_factory=lambda: [0.0, 2.0])
     eta: list[float] = field(default_factory=lambda: [0.5, 2.0])

@@ -11,7 +11,8 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..mixing.strategies import check_method_mode
-from .schema import (COEFFICIENT_BOUNDS, ESTIMATORS, OBJECTIVES, REFERENCE_STRATEGIES, SEARCHERS, RunConfig)
+from .schema import (ATTENTION_IMPLEMENTATIONS, COEFFICIENT_BOUNDS, ESTIMATORS, OBJECTIVES, PARALLEL_STRATEGIES,
+                     REFERENCE_STRATEGIES, SEARCHERS, RunConfig)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -77,10 +78,19 @@ def _validate_model(config: RunConfig) -> None:
            f"model.device={m.device!r} is unknown; use auto, cpu, cuda or cuda:N.")
     _check(m.torch_threads is None or m.torch_threads >= 1, f"model.torch_threads={m.torch_threads} must be >= 1.")
     _check(m.dtype in ("float32", "bfloat16"), f"model.dtype={m.dtype!r} is unknown; use float32 or bfloat16.")
-    _check(m.dtype == "float32" or m.lora,
-           f"model.dtype={m.dtype} stores the weights that training updates in bf16, which loses the small "
-           f"updates of full fine-tuning; use it with model.lora=true (frozen base in bf16, adapter in fp32), "
-           f"or keep model.dtype=float32 and turn on model.bf16 autocast.")
+    # Full fine-tuning in bf16 weights is what large-model users run on GPUs (half the memory); on a
+    # CPU it only loses precision (no bf16 kernels worth it), so it is refused there.
+    on_gpu = m.device.startswith("cuda") or config.distributed.use_gpu is True
+    _check(m.dtype == "float32" or m.lora or on_gpu,
+           f"model.dtype={m.dtype} with full fine-tuning stores the weights that training updates in bf16, "
+           f"which only makes sense on a GPU: set model.device=cuda (or distributed.use_gpu=true), use "
+           f"model.lora=true (frozen base in bf16, adapter in fp32), or keep model.dtype=float32 with "
+           f"model.bf16 autocast.")
+    _check(m.attn_implementation in ATTENTION_IMPLEMENTATIONS,
+           f"model.attn_implementation={m.attn_implementation!r} is unknown; use one of "
+           f"{', '.join(ATTENTION_IMPLEMENTATIONS)}.")
+    _check(isinstance(m.trust_remote_code, bool),
+           f"model.trust_remote_code={m.trust_remote_code!r} must be true or false.")
 
 
 def _validate_probe(config: RunConfig) -> None:
@@ -145,6 +155,20 @@ def _validate_train(config: RunConfig) -> None:
     t = config.train
     _check(isinstance(t.max_steps, int) and t.max_steps >= 1, f"train.max_steps={t.max_steps!r} must be an integer >= 1.")
     _check(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1.")
+    if t.micro_batch_size is not None:
+        workers = max(1, config.distributed.num_workers)
+        _check(isinstance(t.micro_batch_size, int) and not isinstance(t.micro_batch_size, bool)
+               and t.micro_batch_size >= 1,
+               f"train.micro_batch_size={t.micro_batch_size!r} must be a positive integer or null (null: one pass "
+               f"per worker and step).")
+        # Every worker must run the same number of equal passes: the global batch splits evenly
+        # into workers, and each worker's share into micro-batches.
+        _check(t.batch_size % workers == 0 and (t.batch_size // workers) % t.micro_batch_size == 0,
+               f"train.micro_batch_size={t.micro_batch_size} does not divide the per-worker batch: "
+               f"train.batch_size={t.batch_size} over {workers} worker(s) is "
+               f"{t.batch_size / workers:g} examples each. Pick a batch size that is a multiple of "
+               f"{workers} x micro_batch_size (e.g. train.batch_size={workers * t.micro_batch_size * max(1, round(t.batch_size / (workers * t.micro_batch_size)))}), "
+               f"or a micro-batch size that divides {t.batch_size // workers if t.batch_size % workers == 0 else 'it'}.")
     _check(_is_number(t.learning_rate) and t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0.")
     _check(0 <= t.warmup_ratio < 1, f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1).")
     _check(t.lr_schedule in ("cosine", "linear", "constant"),
@@ -167,6 +191,24 @@ def _validate_distributed(config: RunConfig) -> None:
                f"train.batch_size={t.batch_size} is smaller than distributed.num_workers={dc.num_workers}: every "
                f"worker needs at least one example per step. Raise the batch size or use fewer workers.")
     _check(dc.max_failures >= 0, f"distributed.max_failures={dc.max_failures} must be >= 0.")
+    _check(dc.strategy in PARALLEL_STRATEGIES,
+           f"distributed.strategy={dc.strategy!r} is unknown; use ddp (whole model per worker) or fsdp "
+           f"(sharded across workers).")
+    _check(not dc.cpu_offload or dc.strategy == "fsdp",
+           "distributed.cpu_offload=true offloads FSDP shards; it needs distributed.strategy=fsdp.")
+    _check(dc.strategy == "ddp" or dc.num_workers >= 1,
+           "distributed.strategy=fsdp shards the model across Ray workers, but distributed.num_workers=0 runs "
+           "one plain process. Set distributed.num_workers (--num-workers) to the number of devices, or "
+           "distributed.strategy=ddp.")
+    if dc.strategy == "fsdp":
+        _check(not t.compile, "train.compile=true is not supported with distributed.strategy=fsdp yet; set "
+                              "train.compile=false.")
+        # Multiple-choice accuracy calls the model's own forward with a KV cache; under FSDP only the
+        # loss module is the sharded root, so that path cannot gather the root's parameters.
+        _check(not t.eval_accuracy,
+               "train.eval_accuracy=true is not supported with distributed.strategy=fsdp (the accuracy pass "
+               "runs outside the sharded loss module). Set train.eval_accuracy=false; the held-out losses "
+               "and scores are still measured.")
 
 
 def _validate_tune(config: RunConfig) -> None:
@@ -178,6 +220,8 @@ def _validate_tune(config: RunConfig) -> None:
            f"tune.objective={tc.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}.")
     _check(tc.grace_intervals >= 1, f"tune.grace_intervals={tc.grace_intervals} must be >= 1.")
     _check(tc.workers_per_trial >= 0, f"tune.workers_per_trial={tc.workers_per_trial} must be >= 0.")
+    _check(tc.memory_per_trial_gb is None or (_is_number(tc.memory_per_trial_gb) and tc.memory_per_trial_gb > 0),
+           f"tune.memory_per_trial_gb={tc.memory_per_trial_gb!r} must be a number of GB > 0, or null (estimate).")
     # Measured with Ray 2.60 without ray[default]: when ASHA stops a trial that runs its own
     # TorchTrainer, the trainer's placement group is not cleaned up (the cleaner needs the state
     # API of the dashboard), its CPUs stay taken and the next trial waits forever.

@@ -4,6 +4,11 @@ A checkpoint folder ``checkpoints/step-NNNNNN`` holds the trainable parameters (
 the full model), optimizer, scheduler, RNG states, and ``state.json`` with the loop state, sampler
 and strategy state. It is written under a temporary name and renamed when complete, so the newest
 folder is always a whole checkpoint.
+
+Under FSDP (``sharded=True``) the parameters and optimizer state go through
+``torch.distributed.checkpoint`` into ``sharded/``: every worker writes its own shard into the same
+folder (so the output folder must be storage every worker sees, as on a cluster it must be anyway),
+and a resume on any number of workers reads the pieces it needs. The rest is written by rank 0.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from ..errors import ConfigError
+from .models import unsharded_copy
 from .state import LoopState
 
 log = logging.getLogger(__name__)
@@ -49,15 +57,35 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}
 
 
-def save(output_dir: Path, state, model, optimizer, scheduler, sampler_state: dict, strategy_state: dict, keep: int) -> Path:
+# Only what training changes goes into a sharded checkpoint too (the adapter under LoRA). Loading
+# is not strict because the frozen weights are absent on purpose; unexpected keys are still refused.
+_SHARDED_OPTIONS = StateDictOptions(ignore_frozen_params=True, strict=False)
+
+
+def save(output_dir: Path, state, model, optimizer, scheduler, sampler_state: dict, strategy_state: dict, keep: int,
+         sharded: bool = False, is_main: bool = True) -> Optional[Path]:
+    """Write a checkpoint; returns its folder (None on workers other than rank 0).
+
+    Unsharded, only rank 0 calls it. Sharded, every worker must (the shard writes are collective).
+    """
     root = Path(output_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{state.step:06d}"
     tmp = root / f".tmp-{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    torch.save(_trainable_state(model), tmp / "model.pt")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    if is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    if sharded:
+        torch.distributed.barrier()  # the folder exists before any worker writes into it
+        model_state, optimizer_state = get_state_dict(model, optimizer, options=_SHARDED_OPTIONS)
+        # Returns on rank 0 once every worker's shard is written and the metadata is complete.
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / "sharded")
+        if not is_main:
+            return None
+        torch.save({"scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    else:
+        torch.save(_trainable_state(model), tmp / "model.pt")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
     torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.random.get_rng_state()},
                tmp / "rng.pt")
     write_json_atomic(tmp / "state.json", {
@@ -76,8 +104,10 @@ def latest(output_dir: str | Path) -> Optional[Path]:
     return folders[-1] if folders else None
 
 
-def load(path: str | Path, model, optimizer, scheduler):
-    """Restore model, optimizer, scheduler and RNGs in place; return (loop state, sampler, strategy state)."""
+def load(path: str | Path, model, optimizer, scheduler, sharded: bool = False):
+    """Restore model, optimizer, scheduler and RNGs in place; return (loop state, sampler, strategy state).
+
+    ``sharded``: the model is sharded by FSDP; every worker calls this and reads its shard."""
     path = Path(path)
     if (path / "checkpoints").is_dir():  # an output folder: take its newest checkpoint
         newest = latest(path)
@@ -88,12 +118,25 @@ def load(path: str | Path, model, optimizer, scheduler):
         raise ConfigError(
             f"{path} is not a checkpoint folder (no state.json). Pass a checkpoints/step-N folder or the run's output folder."
         )
-    missing, unexpected = model.load_state_dict(torch.load(path / "model.pt", weights_only=True), strict=False)
+    written_sharded = (path / "sharded").is_dir()
+    if written_sharded != sharded:
+        raise ConfigError(
+            f"Checkpoint {path} was written {'with' if written_sharded else 'without'} distributed.strategy=fsdp; "
+            f"resume it with the same strategy ({'fsdp' if written_sharded else 'ddp or one process'}).")
+    if sharded:
+        model_state, optimizer_state = get_state_dict(model, optimizer, options=_SHARDED_OPTIONS)
+        pieces = {"model": model_state, "optimizer": optimizer_state}
+        dcp.load(pieces, checkpoint_id=path / "sharded")  # fills the shards in place
+        unexpected = set_state_dict(model, optimizer, model_state_dict=pieces["model"],
+                                    optim_state_dict=pieces["optimizer"], options=_SHARDED_OPTIONS).unexpected_keys
+    else:
+        _, unexpected = model.load_state_dict(torch.load(path / "model.pt", weights_only=True), strict=False)
     if unexpected:
-        raise ConfigError(f"Checkpoint {path} does not match this model (unexpected keys such as {unexpected[:3]}). "
+        raise ConfigError(f"Checkpoint {path} does not match this model (unexpected keys such as {list(unexpected)[:3]}). "
                           "Resume with the same model and LoRA settings it was trained with.")
     opt = torch.load(path / "optimizer.pt", weights_only=False)
-    optimizer.load_state_dict(opt["optimizer"])
+    if not sharded:
+        optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
     rng = torch.load(path / "rng.pt", weights_only=False)
     random.setstate(rng["python"])
@@ -103,9 +146,14 @@ def load(path: str | Path, model, optimizer, scheduler):
     return LoopState(**payload["loop"]), payload["sampler"], payload["strategy"]
 
 
-def save_final_model(target: Path, model, tokenizer) -> None:
-    """Save a plain transformers model (LoRA merged) atomically: no half-written model folder."""
+def save_final_model(target: Path, model, tokenizer, state_dict: Optional[dict] = None) -> None:
+    """Save a plain transformers model (LoRA merged) atomically: no half-written model folder.
+
+    ``state_dict``: the full weights of a sharded ``model``, gathered from its shards; they are
+    loaded into an unsharded copy, which is what gets saved."""
     target = Path(target)
+    if state_dict is not None:
+        model = unsharded_copy(model, state_dict)
     tmp = target.with_name(f".tmp-{target.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     if hasattr(model, "merge_and_unload"):

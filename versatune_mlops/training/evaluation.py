@@ -11,7 +11,7 @@ import logging
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -48,15 +48,20 @@ def domain_losses(
     bf16: bool = False,
     parallel: Parallel = SINGLE_PROCESS,
     response_only: bool = True,
+    sharded_loss: Optional[torch.nn.Module] = None,
+    device: Optional[torch.device] = None,
 ) -> dict[str, float]:
     """Token-weighted mean response loss per domain on pre-encoded held-out examples.
 
     With several workers each evaluates its shard and the sums are added up, so every worker gets
-    the same losses (and therefore computes the same new weights).
+    the same losses (and therefore computes the same new weights). ``sharded_loss`` is the FSDP root
+    of a sharded model: every forward is then a collective, so every worker runs the same number of
+    batches (a worker whose shard is shorter repeats a batch and discards its result). ``device``:
+    where the batches go (default: the parameters' device, which FSDP's CPU offload changes).
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = device or next(model.parameters()).device
     domains = list(encoded_eval)
     sums = np.zeros((len(domains), 2))  # per domain: summed loss, response tokens
     shards = {d: parallel.shard(encoded_eval[d]) for d in domains}
@@ -65,11 +70,21 @@ def domain_losses(
     for row, domain in enumerate(domains):
         # Sorted by length, so each batch pads to a similar length (the sums do not depend on order).
         examples = sorted(shards[domain], key=lambda e: len(e["input_ids"]))
-        for start in range(0, len(examples), batch_size):
-            progress.update(len(examples[start : start + batch_size]))
-            batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_token_id).items()}
-            loss_sum, count = per_example_loss(model, batch, bf16, response_only)
-            sums[row] += (float(loss_sum.sum()), int(count.sum()))
+        n_batches = math.ceil(len(examples) / batch_size)
+        if sharded_loss is not None:  # rank 0's shard is the longest one
+            n_batches = math.ceil(math.ceil(len(encoded_eval[domain]) / parallel.world_size) / batch_size)
+        for k in range(n_batches):
+            chunk = examples[k * batch_size:(k + 1) * batch_size]
+            progress.update(len(chunk))
+            filler = not chunk
+            chunk = chunk or encoded_eval[domain][:1]
+            batch = {key: v.to(device) for key, v in collate(chunk, pad_token_id).items()}
+            if sharded_loss is not None:
+                loss_sum, count = sharded_loss(**batch)
+            else:
+                loss_sum, count = per_example_loss(model, batch, bf16, response_only)
+            if not filler:
+                sums[row] += (float(loss_sum.sum()), int(count.sum()))
     progress.close()
     sums = parallel.sum(sums)
     model.train(was_training)

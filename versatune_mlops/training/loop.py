@@ -12,18 +12,21 @@ nothing here knows about MLflow or Ray.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
+
 from ..config import RunConfig
-from . import checkpointing
+from . import checkpointing, sharding
 from .evaluation import domain_metrics
 from .hooks import HookList, TrainingHooks
 from .parallel import SINGLE_PROCESS, Parallel
 from .reference import reference_losses
-from .setup import (assemble_run, evaluate_base, evaluate_losses, initial_state, make_optimizer, measure_accuracy,
-                    prepare_inputs, resolve_prior, seed_everything, train_sizes)
+from .setup import (assemble_run, evaluate_base, evaluate_losses, initial_state, is_sharded, make_optimizer,
+                    measure_accuracy, prepare_inputs, resolve_prior, seed_everything, train_sizes, training_loss_module)
 from .state import LoopState, RunInputs, TrainingRun
 from .steps import run_steps
 
@@ -52,25 +55,35 @@ def train(
     seed_everything(config.train.seed)
     inputs = inputs or prepare_inputs(config)
 
+    # The prior first: the probe generates with the whole model, before FSDP shards it.
+    prior = None if resume_from is not None else resolve_prior(config, inputs, output_dir, write=parallel.is_main)
+    # Wrapped (DDP) or sharded (FSDP) before the optimizer is built: FSDP replaces the parameters.
+    train_model = training_loss_module(config, inputs.loaded.model, parallel)
+    sharded_loss = train_model if is_sharded(config, parallel) else None
     optimizer, scheduler = make_optimizer(config, inputs.loaded.model)
     if resume_from is not None:
-        state, sampler_state, strategy_state = checkpointing.load(resume_from, inputs.loaded.model, optimizer, scheduler)
+        state, sampler_state, strategy_state = checkpointing.load(resume_from, inputs.loaded.model, optimizer, scheduler,
+                                                                  sharded=sharded_loss is not None)
         log.info("Resumed from %s at step %d", resume_from, state.step)
     else:
-        state, sampler_state, strategy_state = fresh_state(config, inputs, output_dir, parallel), None, None
-    run = assemble_run(config, inputs, state, optimizer, scheduler, parallel, sampler_state, strategy_state)
+        state, sampler_state, strategy_state = fresh_state(config, inputs, prior, parallel, sharded_loss), None, None
+    run = assemble_run(config, inputs, state, optimizer, scheduler, parallel, sampler_state, strategy_state,
+                       train_model=train_model)
     announce(config, run, hooks, resumed=resume_from is not None)
 
     run_steps(config, run, hooks, output_dir)
 
     eval_started = time.perf_counter()
-    losses_after = evaluate_losses(config, inputs, run.model, parallel)
+    losses_after = evaluate_losses(config, inputs, run.model, parallel, sharded_loss)
     accuracy_after = measure_accuracy(config, inputs, run.model)
     run.timings.eval_seconds += time.perf_counter() - eval_started
     hooks.on_eval(state.step, domain_metrics(losses_after, accuracy_after))
 
-    if config.train.save_model and parallel.is_main:
-        checkpointing.save_final_model(output_dir / "model", run.model, inputs.loaded.tokenizer)
+    if config.train.save_model:
+        # Under FSDP every worker takes part in gathering the weights; rank 0 writes them.
+        weights = sharding.full_state_dict(run.model) if sharded_loss is not None else None
+        if parallel.is_main:
+            checkpointing.save_final_model(output_dir / "model", run.model, inputs.loaded.tokenizer, weights)
     summary = build_summary(config, run, losses_after, accuracy_after, output_dir,
                             wall_seconds=time.perf_counter() - started)
     if parallel.is_main:
@@ -79,14 +92,16 @@ def train(
     return summary
 
 
-def fresh_state(config: RunConfig, inputs: RunInputs, output_dir: Path, parallel: Parallel = SINGLE_PROCESS) -> LoopState:
-    """Prior (probe), base-model evaluation, reference losses and initial weights of a new run.
+def fresh_state(config: RunConfig, inputs: RunInputs, prior: tuple[dict[str, float], Optional[dict]],
+                parallel: Parallel = SINGLE_PROCESS, sharded_loss=None) -> LoopState:
+    """Base-model evaluation, reference losses and initial weights of a new run, from its
+    ``(prior, probe result)`` (:func:`~.setup.resolve_prior`).
 
     Every worker computes the same values: the probe and reference runs are seeded, the
     evaluation is summed over workers.
     """
-    prior, probe_result = resolve_prior(config, inputs, output_dir, write=parallel.is_main)
-    base = inputs.base_eval or evaluate_base(config, inputs, parallel)
+    prior, probe_result = prior
+    base = inputs.base_eval or evaluate_base(config, inputs, parallel, sharded_loss)
     reference = reference_losses(config, inputs, base.eval_loss)
     return initial_state(config, inputs, prior, probe_result, base, reference)
 
@@ -138,6 +153,19 @@ def build_summary(config: RunConfig, run: TrainingRun, losses_after: dict[str, f
         "midrun_eval_seconds": run.timings.midrun_eval_seconds,
         "wall_seconds": wall_seconds,
         "model_source": run.inputs.loaded.source,
+        # This worker's (rank 0's) peak GPU memory (None on CPU) and peak resident memory.
+        "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+        "peak_rss_bytes": peak_rss_bytes(),
         "model_dir": str(output_dir / "model") if t.save_model else None,
         "config": config.to_dict(),
     }
+
+
+def peak_rss_bytes() -> Optional[int]:
+    """This process's peak resident memory (ru_maxrss: kilobytes on Linux, bytes on macOS)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from ..config import ModelConfig
 from ..errors import ModelError
@@ -53,6 +53,7 @@ def load_model(config: ModelConfig, tokenizer_corpus: Optional[Iterable[str]] = 
     model.bf16 is autocast, applied by the training loop)."""
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    check_attention(config.attn_implementation)
     if config.name == "smollm2":
         loaded = _load_smollm2(config)
     elif config.name == "tiny":
@@ -62,17 +63,35 @@ def load_model(config: ModelConfig, tokenizer_corpus: Optional[Iterable[str]] = 
     elif is_gguf_path(config.name):
         loaded = _load_gguf_file(config)
     else:
-        loaded = _load_pretrained(config.name)
+        loaded = _load_pretrained(config)
     tokenizer = loaded.tokenizer
     if tokenizer.pad_token_id is None:
         # Padding positions are masked in attention and labels, so reusing EOS is safe.
         tokenizer.pad_token = tokenizer.eos_token
     if config.lora:
         loaded.model = _wrap_lora(loaded.model, config)
-    if config.dtype == "bfloat16":
+    device = resolve_device(config.device)
+    if config.dtype == "bfloat16" and not config.lora:
+        if device.type != "cuda":
+            raise ModelError(
+                f"model.dtype=bfloat16 with full fine-tuning runs on a GPU only, but this worker's device is "
+                f"{device}. Use model.lora=true, model.dtype=float32 with model.bf16 autocast, or GPU workers."
+            )
+        loaded.model.to(torch.bfloat16)
+    elif config.dtype == "bfloat16":
         _frozen_weights_to_bf16(loaded.model)
-    loaded.model.to(resolve_device(config.device))
+    loaded.model.to(device)
     return loaded
+
+
+def check_attention(name: str) -> None:
+    """flash_attention_2 needs the flash_attn package where the model is loaded (every worker)."""
+    if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ModelError(
+            "model.attn_implementation=flash_attention_2 needs the flash_attn package, which is not installed "
+            "in this environment (on a cluster: on every worker). Install it (pip install flash-attn, CUDA "
+            "only) or use model.attn_implementation=sdpa."
+        )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,7 +102,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _load_pretrained(name: str) -> LoadedModel:
+def _load_pretrained(config: ModelConfig) -> LoadedModel:
+    name = config.name
     path = Path(name)
     looks_like_path = name.startswith((".", "/", "~")) or os.sep in name and path.exists()
     if looks_like_path and not path.expanduser().exists():
@@ -91,9 +111,23 @@ def _load_pretrained(name: str) -> LoadedModel:
             f"Model path {name!r} does not exist. Pass an existing folder saved with save_pretrained, "
             f"'smollm2' for the embedded model, or 'tiny' for the test model."
         )
+    source = str(path.expanduser()) if looks_like_path else name
+    remote = config.trust_remote_code
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path.expanduser()) if looks_like_path else name)
-        model = AutoModelForCausalLM.from_pretrained(str(path.expanduser()) if looks_like_path else name, dtype=torch.float32)
+        # The config first: it is what says whether the model needs its own code.
+        model_config = AutoConfig.from_pretrained(source, trust_remote_code=remote)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
+        model = AutoModelForCausalLM.from_pretrained(source, config=model_config, dtype=torch.float32,
+                                                     trust_remote_code=remote,
+                                                     attn_implementation=config.attn_implementation)
+    except ValueError as exc:
+        if remote or "trust_remote_code" not in str(exc):
+            raise
+        raise ModelError(
+            f"Model {name!r} ships its own modelling code, which runs only with model.trust_remote_code=true. "
+            f"That executes code from the model's repository: review it, then set model.trust_remote_code=true "
+            f"(or pick a model transformers supports natively)."
+        ) from exc
     except OSError as exc:
         raise ModelError(
             f"Could not load model {name!r}: {exc}. Pass an existing local folder, a hub id that is "
@@ -115,7 +149,8 @@ def _load_smollm2(config: ModelConfig) -> LoadedModel:
         log.info("Converting the embedded GGUF model once to %s (about 15 s)", cached)
         _convert_gguf(Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF, cached)
     tokenizer = AutoTokenizer.from_pretrained(cached)
-    model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32,
+                                                 attn_implementation=config.attn_implementation)
     return LoadedModel(model=model, tokenizer=tokenizer, source="smollm2")
 
 
@@ -137,7 +172,8 @@ def _load_gguf_file(config: ModelConfig) -> LoadedModel:
         log.info("Converting %s once to a plain checkpoint in %s", path, cached)
         _convert_gguf(path, cached)
     tokenizer = AutoTokenizer.from_pretrained(cached)
-    model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32,
+                                                 attn_implementation=config.attn_implementation)
     return LoadedModel(model=model, tokenizer=tokenizer, source=str(path))
 
 
@@ -197,6 +233,7 @@ def _build_tiny(config: ModelConfig, corpus: list[str]) -> LoadedModel:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        attn_implementation=config.attn_implementation,
     )
     # Same seed every time: the tiny model is a fixture, its initial weights must not drift.
     with torch.random.fork_rng():
@@ -256,3 +293,20 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total
+
+
+def unsharded_copy(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A plain CPU model (LoRA-wrapped like ``model``) holding ``state_dict``: what a model sharded by
+    FSDP is saved from, once its weights have been gathered (sharding.full_state_dict)."""
+    from transformers.initialization import no_init_weights
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    with no_init_weights():  # every weight comes from state_dict: skip the random init (minutes for 7B)
+        plain = type(base)(base.config)
+    plain.tie_weights()  # no_init_weights also skips the tying that construction does otherwise
+    if hasattr(model, "peft_config"):
+        from peft import get_peft_model
+
+        plain = get_peft_model(plain, model.peft_config["default"])
+    plain.load_state_dict(state_dict, strict=True)
+    return plain

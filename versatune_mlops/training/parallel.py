@@ -7,6 +7,7 @@ their context and sum through ``torch.distributed`` (gloo on CPU, NCCL on GPU).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
@@ -42,3 +43,15 @@ class Parallel:
 
 
 SINGLE_PROCESS = Parallel()
+
+
+def gradient_sync(module: torch.nn.Module, enabled: bool):
+    """Context for one micro-batch's forward and backward: under DDP, ``enabled=False`` skips the
+    gradient all-reduce (``no_sync``), so accumulated micro-batches communicate once, on the last.
+
+    FSDP reduce-scatters every micro-batch on purpose: skipping it would keep every block's full,
+    unsharded gradient in memory until the last micro-batch, which is what sharding exists to avoid.
+    """
+    if enabled or not isinstance(module, torch.nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return module.no_sync()

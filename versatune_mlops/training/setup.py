@@ -18,10 +18,11 @@ from ..data.sources import DomainData, load_domain_data
 from ..mixing.probe import example_text, run_probe
 from ..mixing.sampler import DomainSampler
 from ..mixing.strategies import WeightingStrategy, build_strategy, method_names
+from . import sharding
 from .checkpointing import write_json_atomic
 from .evaluation import domain_accuracy, domain_losses
 from .loss import ResponseLoss
-from .models import cache_root, load_model
+from .models import cache_root, load_model, resolve_device
 from .parallel import SINGLE_PROCESS, Parallel
 from .state import BaseEvaluation, LoopState, RunInputs, TrainingRun
 
@@ -50,10 +51,13 @@ def prepare_inputs(config: RunConfig, data: Optional[DomainData] = None) -> RunI
 
 
 def evaluate_losses(config: RunConfig, inputs: RunInputs, model: torch.nn.Module,
-                    parallel: Parallel = SINGLE_PROCESS) -> dict[str, float]:
+                    parallel: Parallel = SINGLE_PROCESS,
+                    sharded_loss: Optional[torch.nn.Module] = None) -> dict[str, float]:
+    """Held-out loss per domain; ``sharded_loss`` is the FSDP root a sharded model is evaluated through."""
     return domain_losses(model, inputs.eval_encoded, config.train.eval_batch_size,
                          inputs.loaded.tokenizer.pad_token_id, config.model.bf16, parallel,
-                         response_only=config.train.response_only_loss)
+                         response_only=config.train.response_only_loss, sharded_loss=sharded_loss,
+                         device=resolve_device(config.model.device))
 
 
 def measure_accuracy(config: RunConfig, inputs: RunInputs, model: torch.nn.Module) -> dict[str, float]:
@@ -63,10 +67,11 @@ def measure_accuracy(config: RunConfig, inputs: RunInputs, model: torch.nn.Modul
                            config.model.bf16)
 
 
-def evaluate_base(config: RunConfig, inputs: RunInputs, parallel: Parallel = SINGLE_PROCESS) -> BaseEvaluation:
+def evaluate_base(config: RunConfig, inputs: RunInputs, parallel: Parallel = SINGLE_PROCESS,
+                  sharded_loss: Optional[torch.nn.Module] = None) -> BaseEvaluation:
     """Held-out loss and accuracy of the model as loaded, before any training."""
     model = inputs.loaded.model
-    return BaseEvaluation(eval_loss=evaluate_losses(config, inputs, model, parallel),
+    return BaseEvaluation(eval_loss=evaluate_losses(config, inputs, model, parallel, sharded_loss),
                           accuracy=measure_accuracy(config, inputs, model))
 
 
@@ -131,9 +136,10 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module):
 
 def assemble_run(config: RunConfig, inputs: RunInputs, state: LoopState, optimizer, scheduler,
                  parallel: Parallel = SINGLE_PROCESS, sampler_state: Optional[dict] = None,
-                 strategy_state: Optional[dict] = None) -> TrainingRun:
+                 strategy_state: Optional[dict] = None, train_model: Optional[torch.nn.Module] = None) -> TrainingRun:
     """The live objects of a run from its state (fresh, or restored from a checkpoint with the
-    sampler's and strategy's own state)."""
+    sampler's and strategy's own state). ``train_model``: the loss module the caller already built
+    (it must exist before the optimizer under FSDP); None builds it here."""
     t, domains = config.train, inputs.data.domains
     sizes = train_sizes(inputs)
     strategy = make_strategy(config, domains, state.prior, sizes)
@@ -142,8 +148,10 @@ def assemble_run(config: RunConfig, inputs: RunInputs, state: LoopState, optimiz
         strategy.load_state_dict(strategy_state)
         sampler.load_state_dict(sampler_state)
     model = inputs.loaded.model
+    train_model = train_model if train_model is not None else training_loss_module(config, model, parallel)
     return TrainingRun(
-        inputs=inputs, state=state, model=model, train_model=training_loss_module(config, model, parallel),
+        inputs=inputs, state=state, model=model, train_model=train_model,
+        sharded_loss=train_model if is_sharded(config, parallel) else None,
         optimizer=optimizer, scheduler=scheduler, strategy=strategy, sampler=sampler,
         trainable=[p for group in optimizer.param_groups for p in group["params"]],
         # Re-weight every `interval` steps, or once per pass over the training data (the paper).
@@ -153,9 +161,16 @@ def assemble_run(config: RunConfig, inputs: RunInputs, state: LoopState, optimiz
     )
 
 
+def is_sharded(config: RunConfig, parallel: Parallel) -> bool:
+    """FSDP applies to several workers; one worker (or one process) holds the whole model anyway."""
+    return config.distributed.strategy == "fsdp" and parallel.world_size > 1
+
+
 def training_loss_module(config: RunConfig, model: torch.nn.Module, parallel: Parallel = SINGLE_PROCESS) -> torch.nn.Module:
     """What a training step calls: the response-only loss of ``model``, with gradient checkpointing,
-    torch.compile and DDP as configured. Evaluation uses the plain model."""
+    torch.compile and DDP or FSDP as configured. Evaluation uses the plain model, except under FSDP,
+    where the sharded loss module returned here is the only way to run the model (sharding.py).
+    Under FSDP this shards ``model`` in place: build the optimizer after it."""
     t = config.train
     if t.gradient_checkpointing:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -166,6 +181,8 @@ def training_loss_module(config: RunConfig, model: torch.nn.Module, parallel: Pa
         else:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     module: torch.nn.Module = ResponseLoss(model, bf16=config.model.bf16, response_only=t.response_only_loss)
+    if is_sharded(config, parallel):
+        return sharding.shard(config, module, model)
     if t.compile:
         module = torch.compile(module, dynamic=True)  # lengths vary from batch to batch
     if parallel.world_size > 1:

@@ -109,6 +109,8 @@ class TrainingRun:
     """Re-weight every this many steps."""
     ref_loss: np.ndarray
     parallel: Parallel = SINGLE_PROCESS
+    sharded_loss: Optional[torch.nn.Module] = None
+    """Under FSDP: the sharded root (``train_model``), which evaluation must call too; None otherwise."""
     timings: Timings = field(default_factory=Timings)
     padding: PaddingCounter = field(default_factory=PaddingCounter)
     pending_batches: list[list[tuple[int, int]]] = field(default_factory=list)

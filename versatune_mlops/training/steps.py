@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
-from ..data.formatting import collate
+from ..data.formatting import IGNORE_INDEX, collate
 from ..errors import TrainingDivergedError
 from ..mixing.strategies import DomainSignals
 from ..mixing.weights import normalise
@@ -24,6 +24,8 @@ from . import checkpointing
 from .evaluation import domain_metrics
 from .setup import evaluate_losses
 from .hooks import TrainingHooks
+from .models import resolve_device
+from .parallel import gradient_sync
 from .state import TrainingRun
 
 
@@ -52,48 +54,67 @@ def run_steps(config: RunConfig, run: TrainingRun, hooks: TrainingHooks, output_
 
 
 def train_step(config: RunConfig, run: TrainingRun) -> float:
-    """One optimizer step on one global batch; returns its token-mean loss."""
+    """One optimizer step on one global batch; returns its token-mean loss.
+
+    The worker's share of the batch runs in micro-batches of ``train.micro_batch_size`` whose
+    gradients accumulate; each micro-batch's loss is divided by the response tokens of the whole
+    global batch (counted before any forward), so the step is the same as one pass over the batch.
+    """
     t, state, parallel, domains = config.train, run.state, run.parallel, run.domains
     n_domains = len(domains)
-    device = next(run.model.parameters()).device
+    device = resolve_device(config.model.device)  # not the parameters' device: FSDP may offload them to CPU
     # Every worker draws the same global batch and trains on its shard of it, so N workers see
     # exactly the examples one process would.
     if not run.pending_batches:
         run.pending_batches = draw_window(config, run)
     draws = parallel.shard(run.pending_batches.pop(0))
-    examples = [run.inputs.train_encoded[domains[d]][i] for d, i in draws]
-    batch = {k: v.to(device) for k, v in collate(examples, run.inputs.loaded.tokenizer.pad_token_id).items()}
-    run.padding.add(batch["attention_mask"])
-    loss_sum, token_count = run.train_model(**batch)
-    # One all-reduce per step: totals for the loss normalisation, tokens, per-domain training loss.
-    local = np.zeros(3 + 2 * n_domains)
-    local[:3] = loss_sum.detach().sum().item(), token_count.sum().item(), batch["attention_mask"].sum().item()
-    for (d, _), ex_loss, ex_tokens in zip(draws, loss_sum.detach().tolist(), token_count.tolist()):
-        local[3 + d] += ex_loss
-        local[3 + n_domains + d] += ex_tokens
-    totals = parallel.sum(local)
-    global_tokens = max(totals[1], 1.0)
-    step_loss = totals[0] / global_tokens
-    # Token mean over the global batch; DDP averages gradients over workers, hence × world_size.
-    loss = loss_sum.sum() * (parallel.world_size / global_tokens)
-    if not math.isfinite(step_loss):
+    micro = t.micro_batch_size or len(draws)
+    micro_draws = [draws[i:i + micro] for i in range(0, len(draws), micro)]
+    pad = run.inputs.loaded.tokenizer.pad_token_id
+    micro_batches = [{k: v.to(device) for k, v in collate(
+        [run.inputs.train_encoded[domains[d]][i] for d, i in chunk], pad).items()} for chunk in micro_draws]
+    # First all-reduce: the global batch's token counts (response tokens normalise the loss; all
+    # non-padding tokens and the per-domain response tokens are for the record).
+    counts = np.zeros(2 + n_domains)
+    for chunk, batch in zip(micro_draws, micro_batches):
+        run.padding.add(batch["attention_mask"])
+        response_tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1).tolist()
+        counts[0] += sum(response_tokens)
+        counts[1] += batch["attention_mask"].sum().item()
+        for (d, _), tokens in zip(chunk, response_tokens):
+            counts[2 + d] += tokens
+    counts = parallel.sum(counts)
+    global_tokens = max(counts[0], 1.0)
+    # Token mean over the global batch; DDP and FSDP average gradients over workers, hence × world_size.
+    scale = parallel.world_size / global_tokens
+    run.optimizer.zero_grad(set_to_none=True)
+    losses = np.zeros(1 + n_domains)  # summed loss: all, per domain
+    for k, (chunk, batch) in enumerate(zip(micro_draws, micro_batches)):
+        with gradient_sync(run.train_model, enabled=k == len(micro_batches) - 1):
+            loss_sum, _ = run.train_model(**batch)
+            (loss_sum.sum() * scale).backward()
+        for (d, _), ex_loss in zip(chunk, loss_sum.detach().tolist()):
+            losses[0] += ex_loss
+            losses[1 + d] += ex_loss
+    # Second all-reduce: the loss for the record and the per-domain training loss.
+    losses = parallel.sum(losses)
+    step_loss = losses[0] / global_tokens
+    if not math.isfinite(step_loss):  # before the optimizer step: the weights are still the good ones
         raise TrainingDivergedError(
             f"Training loss became {step_loss} at step {state.step + 1}. The last good checkpoint is "
             f"{run.last_checkpoint or 'none (no checkpoint written yet)'}. Lower train.learning_rate or "
             f"train.grad_clip, or turn off model.bf16, and resume from that checkpoint."
         )
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
     if t.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.trainable, t.grad_clip)
     run.optimizer.step()
     run.scheduler.step()
     state.step += 1
-    state.tokens_trained += int(totals[2])
-    state.response_tokens_trained += int(totals[1])
+    state.tokens_trained += int(counts[1])
+    state.response_tokens_trained += int(counts[0])
     for d in range(n_domains):
-        state.train_loss_sum[d] += totals[3 + d]
-        state.train_loss_tokens[d] += int(totals[3 + n_domains + d])
+        state.train_loss_sum[d] += losses[1 + d]
+        state.train_loss_tokens[d] += int(counts[2 + d])
     return step_loss
 
 
@@ -139,7 +160,7 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
     """Evaluate every domain, let the strategy move the weights, hand them to the sampler."""
     state, domains = run.state, run.domains
     started = time.perf_counter()
-    losses = evaluate_losses(config, run.inputs, run.model, run.parallel)
+    losses = evaluate_losses(config, run.inputs, run.model, run.parallel, run.sharded_loss)
     elapsed = time.perf_counter() - started
     run.timings.eval_seconds += elapsed
     run.timings.side_seconds += elapsed
@@ -170,9 +191,14 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
 def checkpoint(config: RunConfig, run: TrainingRun, hooks: TrainingHooks, output_dir: Path) -> None:
     started = time.perf_counter()
     path = None
-    if run.parallel.is_main:  # the state is identical on every worker: one writer
+    sharded = run.sharded_loss is not None
+    # The loop state is identical on every worker: rank 0 writes it. Under FSDP every worker also
+    # writes its own shard of the model and optimizer.
+    if run.parallel.is_main or sharded:
         path = checkpointing.save(output_dir, run.state, run.model, run.optimizer, run.scheduler,
-                                  run.sampler.state_dict(), run.strategy.state_dict(), config.train.keep_checkpoints)
+                                  run.sampler.state_dict(), run.strategy.state_dict(), config.train.keep_checkpoints,
+                                  sharded=sharded, is_main=run.parallel.is_main)
+    if path is not None:
         run.last_checkpoint = str(path)
     run.timings.side_seconds += time.perf_counter() - started
     hooks.on_checkpoint(run.state.step, str(path) if path is not None else None)

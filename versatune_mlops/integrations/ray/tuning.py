@@ -4,7 +4,8 @@ Each trial is a function trainable that turns its Tune config into a typed RunCo
 line, opens its own MLflow child run (explicit ids: the parent's MLFLOW_RUN_ID leaks into trials),
 and trains, on a TorchTrainer of its own when ``tune.workers_per_trial > 0`` (Ray Train V2
 pattern, metrics forwarded by TuneReportCallback), else in the trial process. Concurrency comes from
-the cluster's CPUs, so a 2-CPU machine never deadlocks with trial drivers holding every CPU.
+the cluster's CPUs, GPUs and memory, so a 2-CPU machine never deadlocks with trial drivers holding
+every CPU and two SmolLM2 trials do not share a machine that holds one.
 """
 
 from __future__ import annotations
@@ -42,10 +43,28 @@ def param_space(config: RunConfig) -> dict[str, Any]:
     return space
 
 
-def trial_concurrency(config: RunConfig, cluster_cpus: float) -> int:
-    """Trials that fit at once: each needs a CPU for its driver plus one per Train worker."""
-    per_trial = 1 + config.tune.workers_per_trial
-    return max(1, int(cluster_cpus // per_trial))
+# Peak memory of one trial of the embedded models (DESIGN.md §4.1 and §6: SmolLM2 full fine-tuning
+# ~8 GB, LoRA at batch 8 x 384 11.5 GB; two SmolLM2 trials nearly filled a 24 GB machine).
+DEFAULT_TRIAL_MEMORY_GB = {"smollm2": 12.0, "tiny": 2.0}
+
+
+def trial_memory_gb(config: RunConfig) -> Optional[float]:
+    return config.tune.memory_per_trial_gb or DEFAULT_TRIAL_MEMORY_GB.get(config.model.name)
+
+
+def trial_concurrency(config: RunConfig, cluster_cpus: float, cluster_gpus: float = 0.0,
+                      cluster_memory_gb: Optional[float] = None) -> int:
+    """Trials that fit at once: each needs a CPU for its driver plus one per Train worker, a GPU per
+    worker when the workers use GPUs (as train_distributed decides), and its memory."""
+    tc, dc = config.tune, config.distributed
+    limits = [cluster_cpus // (1 + tc.workers_per_trial)]
+    use_gpu = dc.use_gpu if dc.use_gpu is not None else cluster_gpus >= max(1, tc.workers_per_trial)
+    if tc.workers_per_trial and use_gpu:
+        limits.append(cluster_gpus // tc.workers_per_trial)
+    memory = trial_memory_gb(config)
+    if memory and cluster_memory_gb:
+        limits.append(cluster_memory_gb // memory)
+    return max(1, int(min(limits)))
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> RunConfig:
@@ -175,7 +194,9 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
     fail_trial = fault_drill()
     ensure_ray(config)
     mode = objective_mode(tc.objective)
-    concurrency = trial_concurrency(config, ray.cluster_resources().get("CPU", 1))
+    resources = ray.cluster_resources()
+    memory_gb = resources.get("memory", 0) / 2**30 or None  # what Ray may hand out, not the machine's total
+    concurrency = trial_concurrency(config, resources.get("CPU", 1), resources.get("GPU", 0), memory_gb)
     search_alg = None
     if tc.searcher == "optuna":
         from ray.tune.search.optuna import OptunaSearch
@@ -200,7 +221,9 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
                                     max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=str(output_dir / "ray_tune")),
     )
-    log.info("Tune: %s searcher, ASHA=%s, %d concurrent trial(s)", tc.searcher, tc.asha, concurrency)
+    log.info("Tune: %s searcher, ASHA=%s, %d concurrent trial(s) (cluster: %g CPU, %g GPU, %.0f GB; a trial: "
+             "%d CPU, %s GB)", tc.searcher, tc.asha, concurrency, resources.get("CPU", 0), resources.get("GPU", 0),
+             memory_gb or 0, 1 + tc.workers_per_trial, trial_memory_gb(config) or "?")
     grid = tuner.fit()
 
     client = MlflowClient()
