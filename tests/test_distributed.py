@@ -174,3 +174,25 @@ def test_fsdp_killed_worker_resumes_to_the_same_weights(ray_cluster, tmp_path):
     assert resumed["steps"] == 8 and resumed["tokens_trained"] == reference["tokens_trained"]
     assert _max_weight_gap(reference, resumed) < TOLERANCE
     assert param_gap(tmp_path / "reference", output) < PARAM_TOLERANCE
+
+
+def test_probe_shares_split_the_samples_evenly():
+    from versatune_mlops.integrations.ray.distributed import probe_shares
+
+    assert probe_shares(10, 3) == [4, 3, 3] and probe_shares(2, 4) == [1, 1, 0, 0] and sum(probe_shares(257, 8)) == 257
+
+
+@pytest.mark.slow
+def test_probe_generation_splits_across_ray_workers(ray_cluster):
+    """Each worker generates its share with seed probe.seed + rank; worker 0 reproduces one process."""
+    from versatune_mlops.integrations.ray.distributed import generate_probe_texts
+    from versatune_mlops.mixing.probe import generate_free_text
+    from versatune_mlops.training.setup import prepare_inputs
+
+    config = load_config("tiny", overrides={"probe.num_samples": 5, "probe.batch_size": 2, "distributed.num_workers": 2})
+    texts = generate_probe_texts(config)
+    assert len(texts) == 5
+    inputs = prepare_inputs(config)
+    here = [generate_free_text(inputs.loaded.model, inputs.loaded.tokenizer, config.probe, seed=config.probe.seed + rank,
+                               num_samples=n) for rank, n in enumerate([3, 2])]
+    assert texts == here[0] + here[1]

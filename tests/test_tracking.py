@@ -86,6 +86,12 @@ def test_train_run_logs_params_metrics_artifacts_inputs_and_model(trained_run):
     assert {"summary.json", "weight_trajectory.csv", "weight_trajectory.json", "figures/weights.png",
             "figures/eval_loss.png", "data/sizes.json"} <= artifacts
     assert "probe/distribution.json" in artifacts and "probe/distribution.png" in artifacts, "the probe ran inside train"
+    assert tags["versatune.probe_estimator"] == "tfidf_logreg"
+    metrics = trained_run.data.metrics
+    assert 0 <= metrics["probe/other_share"] <= 1 and 0 <= metrics["probe/estimator_accuracy"] <= 1
+    samples = json.loads(Path(client.download_artifacts(run_id, "probe/samples.json")).read_text())
+    assert samples["columns"] == ["text", *DOMAINS, "other"] and len(samples["data"]) == 8, "one row per probe sample"
+    assert all(abs(sum(row[1:]) - 1) < 1e-3 for row in samples["data"]), "each row is on the simplex"
 
     inputs = [{t.key: t.value for t in i.tags} for i in trained_run.inputs.dataset_inputs]
     assert sorted(i["mlflow.data.context"] for i in inputs) == ["evaluation", "training"]

@@ -145,15 +145,9 @@ class ProbeResult:
             "other_share": self.other_share,
             "other_domain": self.other_domain,
             "sample_texts": self.samples[:max_samples],
+            "sample_probabilities": [[round(float(v), 4) for v in row] for row in self.sample_probabilities[:max_samples]],
         }
 
-    def sample_table(self, max_samples: int = 20) -> dict[str, list]:
-        """Columns for mlflow.log_table: each sample text with its per-domain probabilities."""
-        rows = self.sample_probabilities[:max_samples]
-        table: dict[str, list] = {"text": self.samples[:len(rows)]}
-        for k, label in enumerate([*self.domains, OTHER]):
-            table[label] = [round(float(row[k]), 4) for row in rows]
-        return table
 
 
 def fit_estimator(data: DomainData, name: str, max_per_domain: Optional[int] = None, seed: int = 0,

@@ -63,9 +63,14 @@ def prior_from_file(path: str) -> dict[str, float]:
 
 def probe(config: RunConfig, output_dir: str, run_id: Optional[str]) -> tuple[ProbeResult, Path]:
     """Run the probe, write distribution.json, and log it to the run when there is one."""
+    texts = None
+    if config.distributed.num_workers > 0:  # generation is the probe's cost; the estimator runs once, here
+        from ..ray.distributed import generate_probe_texts
+
+        texts = generate_probe_texts(config)
     inputs = prepare_inputs(config)
     result = run_probe(inputs.loaded.model, inputs.loaded.tokenizer, inputs.data, config.probe,
-                       cache_dir=cache_root(config.model))
+                       cache_dir=cache_root(config.model), texts=texts)
     out = Path(output_dir) / (run_id or "")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "distribution.json", result.to_json())

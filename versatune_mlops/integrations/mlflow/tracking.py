@@ -188,7 +188,9 @@ def run_tags(config) -> dict[str, str]:
 
 
 def log_probe_result(run_id: str, result_json: Mapping[str, Any]) -> None:
-    """distribution.json + a bar chart under ``probe/``, and the distribution as metrics."""
+    """distribution.json + a bar chart under ``probe/``, the distribution, the estimator's held-out
+    accuracy and the "other" share as metrics, the estimator as a tag, and a table of sample texts with
+    their per-domain probabilities (``probe/samples.json``, shown in the run's Evaluation/Artifacts tab)."""
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "probe"
@@ -196,8 +198,21 @@ def log_probe_result(run_id: str, result_json: Mapping[str, Any]) -> None:
         (folder / "distribution.json").write_text(json.dumps(result_json, indent=2))
         distribution_figure(result_json["distribution"], folder / "distribution.png")
         client.log_artifacts(run_id, str(folder), artifact_path="probe")
+    if result_json.get("sample_probabilities"):
+        client.log_table(run_id, data=probe_sample_table(result_json), artifact_file="probe/samples.json")
+    client.set_tag(run_id, f"{TAG_PREFIX}probe_estimator", result_json["estimator"])
     log_metrics(run_id, {f"probe/{d}": p for d, p in result_json["distribution"].items()}
-                | {"probe/estimator_accuracy": result_json["estimator_accuracy"]}, step=0)
+                | {"probe/estimator_accuracy": result_json["estimator_accuracy"],
+                   "probe/other_share": result_json.get("other_share", 0.0)}, step=0)
+
+
+def probe_sample_table(result_json: Mapping[str, Any]) -> dict[str, list]:
+    """Columns of the probe's sample table: each text, then its probability for every domain and "other"."""
+    rows = result_json["sample_probabilities"]
+    table: dict[str, list] = {"text": list(result_json["sample_texts"][:len(rows)])}
+    for k, label in enumerate([*result_json["domains"], "other"]):
+        table[label] = [row[k] for row in rows]
+    return table
 
 
 def log_dataset_inputs(data, source: str) -> None:

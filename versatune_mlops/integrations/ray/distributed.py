@@ -142,3 +142,38 @@ def train_distributed(
     log.info("Ray Train: %d workers (gpu=%s), storage %s", dc.num_workers, bool(use_gpu), storage)
     trainer.fit()
     return json.loads((output_dir / "summary.json").read_text())
+
+
+def probe_shares(num_samples: int, num_workers: int) -> list[int]:
+    """How many probe sequences each worker generates: as even as possible, the first ones one more."""
+    return [num_samples // num_workers + (1 if i < num_samples % num_workers else 0) for i in range(num_workers)]
+
+
+def _generate_share(payload: dict[str, Any], num_samples: int, seed: int) -> list[str]:
+    """Runs in one Ray task: loads the run's model and generates its share of the probe."""
+    from ...mixing.probe import generate_free_text
+    from ...training.setup import prepare_inputs
+
+    config = validate(from_dict(payload))
+    inputs = prepare_inputs(config)
+    return generate_free_text(inputs.loaded.model, inputs.loaded.tokenizer, config.probe, seed=seed,
+                              num_samples=num_samples)
+
+
+def generate_probe_texts(config: RunConfig) -> list[str]:
+    """The probe's free generations split across ``distributed.num_workers`` Ray tasks, so a cluster can
+    afford paper-size probes (~10k sequences): worker i generates its share with seed ``probe.seed + i``
+    (one worker reproduces the single-process probe), texts are joined in worker order, and the
+    estimator then runs once on the driver."""
+    import ray
+
+    check_resources(config)
+    dc = config.distributed
+    ensure_ray(config)
+    use_gpu = dc.use_gpu if dc.use_gpu is not None else ray.cluster_resources().get("GPU", 0) >= dc.num_workers
+    task = ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0)(_generate_share)
+    payload = config.to_dict()
+    shares = probe_shares(config.probe.num_samples, dc.num_workers)
+    log.info("Probe generation on %d Ray workers: %s sequences", dc.num_workers, shares)
+    refs = [task.remote(payload, share, config.probe.seed + rank) for rank, share in enumerate(shares) if share]
+    return [text for share in ray.get(refs) for text in share]
