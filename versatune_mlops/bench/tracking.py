@@ -85,7 +85,7 @@ def log_fidelity_report(run_id: str, report: Mapping[str, Any], markdown: str, c
     client.log_text(run_id, markdown, "bench/probe_fidelity.md")
     metrics = {}
     for label, row in report["rows"].items():
-        key = label.replace(" + other (", "+").replace(")", "").replace(" ", "_")
+        key = label.replace(" + other (", "_other_").replace(")", "").replace(" ", "_")
         metrics[f"fidelity/{key}/in_genre_tv"] = row["in_genre"]["tv"]["mean"]
         metrics[f"fidelity/{key}/out_of_genre_tv"] = row["out_of_genre"]["tv"]["mean"]
         metrics[f"fidelity/{key}/out_of_genre_prior_tv"] = row["out_of_genre"]["tv_prior"]["mean"]

@@ -63,7 +63,7 @@ def add_parsers(sub) -> None:
     fidelity.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds: one skewed mixture each")
     fidelity.add_argument("--per-class", type=int, default=24, help="prompted texts generated per domain and for 'other'")
     fidelity.add_argument("--mixture-size", type=int, default=120, help="texts per drawn mixture")
-    fidelity.add_argument("--bos-samples", type=int, help="BOS generations for the priors (default probe.num_samples)")
+    fidelity.add_argument("--bos-samples", type=optional_int, help="BOS generations for the priors (default probe.num_samples)")
     fidelity.add_argument("--output-dir", default="outputs/bench-probe",
                           help="generated texts and finished rows; rerunning with the same folder resumes")
     add_tracking_options(fidelity)
