@@ -40,7 +40,8 @@ def projects_dir() -> Path:
 @dataclass
 class DataConfig:
     source: str = "mmlu"
-    """``mmlu`` (embedded MMLU, six domains), a local JSONL/CSV/Parquet file or folder, a saved
+    """``mmlu`` (embedded MMLU, six domains), ``multigenre`` (embedded, six domains in different
+    genres: MMLU exam QA, Python code, the base model's own conversational answers), a local JSONL/CSV/Parquet file or folder, a saved
     ``datasets`` folder, or a hub dataset name."""
     format: str = "auto"
     """``auto`` (from the file suffix), ``jsonl``, ``csv``, ``parquet`` or ``hf``."""
@@ -59,6 +60,8 @@ class DataConfig:
     max_examples_per_domain: Optional[int] = None
     """Cap on examples (MMLU: questions) per domain before the split, for quick runs."""
     split_seed: int = 0
+    self_answer_max_tokens: int = 96
+    """``multigenre``: the longest answer (new tokens) the base model writes to a general prompt."""
 
 
 @dataclass

@@ -63,6 +63,8 @@ def _validate_data(config: RunConfig) -> None:
         value = getattr(d, name)
         _check(value is None or (isinstance(value, int) and value >= 1),
                f"data.{name}={value!r} must be a positive integer or null.")
+    _check(isinstance(d.self_answer_max_tokens, int) and d.self_answer_max_tokens >= 1,
+           f"data.self_answer_max_tokens={d.self_answer_max_tokens!r} must be a positive integer, e.g. 96.")
 
 
 def _validate_model(config: RunConfig) -> None:

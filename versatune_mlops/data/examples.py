@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ class DomainData:
     """Held-out examples, for the per-domain loss."""
     eval_mc: dict[str, list[MCItem]]
     """Held-out multiple-choice items; empty lists for data without choices."""
+    provenance: dict[str, str] = field(default_factory=dict)
+    """Where each domain's examples come from and under which licence (embedded sources fill it)."""
+    self_answer_domains: tuple[str, ...] = ()
+    """Domains whose responses are still empty: the run's own model answers their prompts once
+    (``data/self_answers.py``, called by ``training/setup.prepare_inputs``) before anything reads them."""
 
     def sizes(self) -> dict[str, int]:
         """Train examples per domain."""
@@ -61,6 +66,19 @@ class DomainData:
                 h.update(json.dumps([item.domain, item.messages, item.choices, item.answer]).encode())
             h.update(b"\x00")
         return h.hexdigest()[:16]
+
+
+def embedded_domains(config: DataConfig, valid: tuple[str, ...], source: str) -> list[str]:
+    """The domains an embedded source loads: ``data.domains`` (each must be one it provides) or all."""
+    domains = list(config.domains) if config.domains is not None else list(valid)
+    unknown = [d for d in domains if d not in valid]
+    if unknown:
+        raise ConfigError(
+            f"data.domains has {', '.join(map(repr, unknown))}, which {source} does not provide. "
+            f"Valid {source} domains: {', '.join(valid)}. Remove the others, or point data.source at "
+            f"your own data."
+        )
+    return domains
 
 
 def split_counts(n: int, config: DataConfig) -> int:

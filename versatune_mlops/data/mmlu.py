@@ -15,8 +15,8 @@ import random
 from pathlib import Path
 
 from ..config import DEFAULT_DOMAINS, DataConfig
-from ..errors import ConfigError, DataError
-from .examples import DomainData, MCItem, SFTExample, capped_sample, domain_rng, split_counts
+from ..errors import DataError
+from .examples import DomainData, MCItem, SFTExample, capped_sample, domain_rng, embedded_domains, split_counts
 from .files import read_jsonl
 
 
@@ -108,14 +108,7 @@ def _mc_item(domain: str, row: dict[str, str]) -> MCItem:
 
 
 def load_mmlu(config: DataConfig) -> DomainData:
-    domains = list(config.domains) if config.domains is not None else list(MMLU_DOMAINS)
-    unknown = [d for d in domains if d not in MMLU_DOMAINS]
-    if unknown:
-        raise ConfigError(
-            f"data.domains has {', '.join(map(repr, unknown))}, which MMLU does not provide. "
-            f"Valid MMLU domains: {', '.join(MMLU_DOMAINS)}. Remove the others, or point data.source at "
-            f"your own data."
-        )
+    domains = embedded_domains(config, MMLU_DOMAINS, "MMLU")
 
     by_domain: dict[str, list[dict[str, str]]] = {d: [] for d in domains}
     for row in _read_mmlu():

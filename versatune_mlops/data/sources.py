@@ -1,4 +1,5 @@
-"""Multi-domain SFT data: the embedded MMLU (six domains) or a user's own dataset.
+"""Multi-domain SFT data: the embedded MMLU (six domains), the embedded multi-genre domains, or a
+user's own dataset.
 
 :func:`load_domain_data` returns per-domain train examples, held-out examples for the per-domain
 loss, and held-out multiple-choice items for accuracy. Every problem with the input is a
@@ -16,6 +17,7 @@ from ..errors import ConfigError, DataError
 from .examples import DomainData
 from .files import load_user_data
 from .mmlu import load_mmlu, off_domain_texts
+from .multigenre import load_multigenre
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ def load_domain_data(config: DataConfig) -> DomainData:
     """Load, validate and split the data a run trains and evaluates on."""
     if config.source == "mmlu":
         data = load_mmlu(config)
+    elif config.source == "multigenre":
+        data = load_multigenre(config)
     else:
         data = load_user_data(config)
     logger.info(

@@ -14,6 +14,7 @@ from transformers import get_scheduler
 
 from ..config import RunConfig, check_domains_against_data
 from ..data.formatting import check_max_length, encode_split
+from ..data.self_answers import fill_self_answers
 from ..data.sources import DomainData, load_domain_data
 from ..mixing.probe import example_text, run_probe
 from ..mixing.sampler import DomainSampler
@@ -45,6 +46,9 @@ def prepare_inputs(config: RunConfig, data: Optional[DomainData] = None) -> RunI
     seed_everything(config.train.seed)
     loaded = load_model(config.model, tokenizer_corpus=corpus)
     check_max_length(loaded.tokenizer, config.train.max_length)
+    # The base model answers its own prompts (multigenre general) before LoRA or training changes it.
+    data = fill_self_answers(data, loaded.model, loaded.tokenizer, cache_root(config.model),
+                             config.data.self_answer_max_tokens, config.train.eval_batch_size)
     train_encoded = encode_split(loaded.tokenizer, data.train, config.train.max_length, "train")
     eval_encoded = encode_split(loaded.tokenizer, data.eval, config.train.max_length, "eval")
     return RunInputs(data=data, loaded=loaded, train_encoded=train_encoded, eval_encoded=eval_encoded)
