@@ -19,7 +19,9 @@ from ..errors import ConfigError
 MODES = ("fostering", "expansion")
 from .weights import (ArrayLike, Coefficients, apply_floor, doremi_update, expansion_initial_weights, expansion_update,
                       forgetting_degree, learnable_potential, normalise, odm_probabilities, odm_reward_update,
-                      versatune_update, as_signal)
+                      released_code_potential, versatune_update, as_signal)
+
+POTENTIALS = ("relative", "absolute")
 
 
 @dataclass
@@ -67,8 +69,10 @@ class WeightingStrategy:
         target: Optional[str] = None,
         target_initial_share: float = 0.5,
         target_max_share: float = 0.9,
+        potential: str = "relative",
     ) -> None:
-        """``coefficients``, ``floor`` and the target shares arrive validated (config.validate owns
+        """``potential``: ``relative`` (the paper's gamma = (l - l_ref) / l) or ``absolute`` (the
+        released code's l - l_ref). ``coefficients``, ``floor`` and the target shares arrive validated (config.validate owns
         their ranges); what is checked here depends on the run's data: the domains, prior and target."""
         self.domains = list(domains)
         if not self.domains or len(set(self.domains)) != len(self.domains):
@@ -98,6 +102,9 @@ class WeightingStrategy:
         self.target_initial_share = float(target_initial_share)
         self.target_max_share = float(target_max_share)
         self._k = len(self.domains)
+        if potential not in POTENTIALS:
+            raise ConfigError(f"potential={potential!r} is unknown; use one of {', '.join(POTENTIALS)}.")
+        self.potential = potential
 
     def _per_domain(self, values: Optional[ArrayLike], what: str) -> Optional[np.ndarray]:
         if values is None:
@@ -134,7 +141,8 @@ class WeightingStrategy:
 
     def _signals(self, signals: DomainSignals) -> tuple[np.ndarray, np.ndarray]:
         loss = as_signal(signals.eval_loss, self._k, "eval_loss")
-        return learnable_potential(loss, signals.ref_loss), forgetting_degree(loss, signals.prev_eval_loss)
+        score = released_code_potential if self.potential == "absolute" else learnable_potential
+        return score(loss, signals.ref_loss), forgetting_degree(loss, signals.prev_eval_loss)
 
     def _uniform(self) -> np.ndarray:
         return np.full(self._k, 1.0 / self._k)

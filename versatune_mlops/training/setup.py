@@ -105,6 +105,7 @@ def make_strategy(config: RunConfig, domains: list[str], prior: dict[str, float]
         mc.method, domains, mode=mc.mode, prior=np.array([prior[d] for d in domains]), sizes=sizes,
         coefficients=mc.coefficients(), floor=config.probe.floor,
         target=mc.target, target_initial_share=mc.target_initial_share, target_max_share=mc.target_max_share,
+        potential="absolute" if mc.reference == "released_code" else "relative",
     )
 
 

@@ -19,7 +19,7 @@ from ..config import RunConfig
 from ..data.formatting import IGNORE_INDEX, collate
 from ..errors import TrainingDivergedError
 from ..mixing.strategies import DomainSignals
-from ..mixing.weights import normalise
+from ..mixing.weights import curve_fit_reference, normalise
 from . import checkpointing
 from .evaluation import domain_metrics
 from .setup import evaluate_losses
@@ -166,6 +166,8 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
     run.timings.side_seconds += elapsed
     run.timings.midrun_eval_seconds += elapsed
     eval_loss = np.array([losses[d] for d in domains])
+    if config.method.reference == "curve_fit":
+        refit_reference(config, run, losses)
     with np.errstate(invalid="ignore", divide="ignore"):
         train_loss = np.array(state.train_loss_sum) / np.array(state.train_loss_tokens)
     report = run.strategy.update(np.array(state.weights), DomainSignals(
@@ -182,10 +184,25 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
         "potential": dict(zip(domains, report.potential.tolist())),
         "forgetting": dict(zip(domains, report.forgetting.tolist())),
         "eval_loss": losses,
+        "reference_loss": dict(state.reference_loss),
     }
     state.trajectory.append(record)
     hooks.on_eval(state.step, domain_metrics(losses))
     hooks.on_reweight(state.step, record)
+
+
+def refit_reference(config: RunConfig, run: TrainingRun, losses: dict[str, float]) -> None:
+    """curve_fit: each domain's l_ref becomes the asymptote of its eval history (the base model at
+    step 0, every earlier re-weighting point, now). Kept in the loop state, so a resume continues
+    from the same reference and the summary records it."""
+    state = run.state
+    history = [(0, state.eval_loss_before)] + [(r["step"], r["eval_loss"]) for r in state.trajectory]
+    history.append((state.step, losses))
+    steps = [step for step, _ in history]
+    for d in run.domains:
+        fallback = config.method.reference_fraction * float(state.eval_loss_before[d])
+        state.reference_loss[d] = curve_fit_reference(steps, [float(point[d]) for _, point in history], fallback)
+    run.ref_loss = np.array([state.reference_loss[d] for d in run.domains])
 
 
 def checkpoint(config: RunConfig, run: TrainingRun, hooks: TrainingHooks, output_dir: Path) -> None:
