@@ -211,7 +211,8 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
               and r.info.run_id != parent.info.run_id]
     children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{second[0].info.run_id}'")
     reused = [c for c in children if c.data.tags.get("versatune.reused") == "true"]
-    assert len(children) == 11 and len(reused) == 10
+    assert len(children) == len(FOSTERING_METHODS) + 1 + len(EXPANSION_METHODS)
+    assert len(reused) == len(children) - 1
 
 
 def test_plan_shares_everything_but_the_mixture_and_runs_seed_major():
@@ -231,6 +232,17 @@ def test_plan_shares_everything_but_the_mixture_and_runs_seed_major():
             config.train.max_steps, config.train.learning_rate, config.method.interval)
     assert runs[2].config.method.mode == "expansion" and runs[2].config.method.target == "code"
     assert runs[3].config.train.seed == 1
+
+
+def test_aioli_gets_an_interval_on_the_shared_grid_that_holds_its_probes():
+    from versatune_mlops.bench.methods import plan_runs
+
+    config = load_config("tiny", overrides={"method.interval": 4})
+    prior = {d: 1 / 6 for d in ["law", "medicine", "finance", "science", "code", "general"]}
+    runs = plan_runs(config, BenchPlan(seeds=[0], fostering_methods=["uniform", "aioli"], expansion_methods=[],
+                                       targets=[]), prior)
+    # 6 probe steps (one per domain) need more than 4: the next multiple of the shared interval.
+    assert [r.config.method.interval for r in runs] == [4, 8]
 
 
 def test_a_variant_changes_only_its_method_settings_and_names_its_runs():

@@ -35,7 +35,7 @@ from .tables import RunRecord, expansion_table, fostering_table, overhead_ratio,
 from ..training.checkpointing import write_json_atomic
 from ..config import RunConfig, from_dict, set_dotted, validate
 from ..errors import ConfigError
-from ..mixing.strategies import method_names
+from ..mixing.strategies import build_strategy, method_names, strategy_class
 from ..training.hooks import TrainingHooks
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ def plan_runs(config: RunConfig, plan: BenchPlan, prior: dict[str, float]) -> li
                 set_dotted(tree, dotted, value)
             tree["method"].update(mode=mode, target=target)
             tree["train"]["seed"] = seed
+            fit_probe_interval(tree["method"], list(prior))
             name = f"{mode}-{target + '-' if target else ''}{label}-seed{seed}"
             try:
                 config_of_run = validate(from_dict(tree))
@@ -140,6 +141,19 @@ def plan_runs(config: RunConfig, plan: BenchPlan, prior: dict[str, float]) -> li
                 raise ConfigError(f"Bench run {name}: {exc}") from None
             runs.append(PlannedRun(name=name, config=config_of_run, label=label))
     return runs
+
+
+def fit_probe_interval(method: dict[str, Any], domains: list[str]) -> None:
+    """A method that probes (Aioli) takes its probe steps inside one re-weighting interval. When the
+    shared interval is too short for them, its interval becomes the smallest multiple of the shared one
+    that holds them, so its re-weighting points stay on the other methods' grid (same budget)."""
+    cls, interval = strategy_class(method["method"]), method["interval"]
+    if not cls.options or not interval:
+        return
+    strategy = build_strategy(method["method"], domains, **{name: method[name] for name in cls.options})
+    need = strategy.probe_step_count()
+    if need >= interval:
+        method["interval"] = interval * (need // interval + 1)
 
 
 def _no_tracking(run_config: RunConfig, name: str, reused: Optional[dict]) -> ContextManager[Sequence[TrainingHooks]]:

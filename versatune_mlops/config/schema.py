@@ -160,6 +160,14 @@ class MethodConfig:
     released update w * exp(l_d)), or ``curve_fit`` (the asymptote of each domain's own held-out loss
     curve, refitted at every re-weighting point; initial_fraction until 3 evaluations exist)."""
     reference_fraction: float = 0.8
+    aioli_probe_rounds: int = 1
+    """Aioli: sweeps over the domains' probe mixtures per round (the reference code's lp_rounds)."""
+    aioli_probe_steps: int = 1
+    """Aioli: training steps on each probe mixture (lp_steps). A round's probes take |D| x rounds x
+    steps of the run's own steps (counted in train.max_steps), each mixture followed by an evaluation."""
+    aioli_one_hot_factor: float = 0.625
+    """Aioli: a probe mixture's share of its own domain, the rest split equally (one_hot_factor; the
+    reference README's example value)."""
     reference_losses: Optional[dict[str, float]] = None
     specialist_steps: int = 20
     target_initial_share: float = 0.5
