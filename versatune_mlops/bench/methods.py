@@ -57,6 +57,16 @@ class BenchVariant:
     overrides: dict[str, Any]
 
 
+# The reference ablations of VersaTune (`versatune bench --reference-ablations`): one row per reference
+# strategy beside the default initial_fraction. released_code also drops beta, so the row is the
+# released update w * exp(l_d) exactly.
+REFERENCE_ABLATIONS = (
+    BenchVariant("versatune_released_code", {"method.method": "versatune", "method.reference": "released_code",
+                                             "method.beta": 0.0}),
+    BenchVariant("versatune_curve_fit", {"method.method": "versatune", "method.reference": "curve_fit"}),
+    BenchVariant("versatune_specialist", {"method.method": "versatune", "method.reference": "specialist"}),
+)
+
 # Variants change how the mixture moves, nothing else: the budget, data and prior stay shared.
 VARIANT_FORBIDDEN_KEYS = ("method.mode", "method.target", "method.prior")
 
@@ -70,6 +80,11 @@ class BenchPlan:
     """Expansion targets; empty runs no expansion benchmark."""
     variants: list[BenchVariant] = field(default_factory=list)
     """Extra fostering rows (ablations), run for every seed after the fostering methods."""
+    static_curves: bool = False
+    """Evaluate the static mixtures at the re-weighting points too (train.eval_static_mixtures), so
+    every method has a loss curve. Off by default: it changes every static run's config, so a
+    benchmark folder's finished static runs would train again, and it adds their evaluations to the
+    cross-run overhead ratio (the within-run ratio is unaffected)."""
 
 
 @dataclass
@@ -118,7 +133,7 @@ def plan_runs(config: RunConfig, plan: BenchPlan, prior: dict[str, float]) -> li
     """One validated config per (mode, target, method, seed); everything but the mixture is shared."""
     base = config.to_dict()
     base["method"]["prior"] = dict(prior)
-    base["train"].update(save_model=False, checkpoint_every=0, eval_static_mixtures=False)
+    base["train"].update(save_model=False, checkpoint_every=0, eval_static_mixtures=plan.static_curves)
     base["distributed"]["num_workers"] = 0
     runs = []
     # (mode, target, row label, method.* overrides)
