@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from versatune_mlops.bench.methods import EXPANSION_METHODS, FOSTERING_METHODS, BenchPlan, BenchVariant, check_plan
+from versatune_mlops.bench.methods import (EXPANSION_METHODS, FOSTERING_METHODS, REFERENCE_ABLATIONS, BenchPlan,
+                                           BenchVariant, check_plan)
 from versatune_mlops.bench.tables import (RunRecord, estimate, expansion_table, fostering_table, overhead_ratio,
                                           render_markdown)
 from versatune_mlops.config import load_config
@@ -161,8 +162,10 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     out = tmp_path / "bench"
+    # On the multi-genre data: exam QA with MC items beside code and general, which have none.
     args = ["bench", "--preset", "tiny", "--quick", "--max-steps", "6", "--set", "method.interval=3",
-            "--set", "train.eval_accuracy=true", "--variant", "versatune_paper:method=versatune,beta=0",
+            "--set", "train.eval_accuracy=true", "--set", "data.source=multigenre",
+            "--set", "data.self_answer_max_tokens=16", "--variant", "versatune_paper:method=versatune,beta=0",
             "--experiment", "bench", "--output-dir", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -175,7 +178,10 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
         assert row["seeds"] == [0] and set(row["loss_change"]) == set(domains)
         assert all(math.isfinite(cell["mean"]) for cell in row["loss_change"].values())
         assert math.isfinite(row["score"]["mean"]) and math.isfinite(row["gain_over_uniform"]["mean"])
-        assert all(0 <= cell["mean"] <= 1 for cell in row["accuracy"].values())
+        # Accuracy for the domains with MC items; code and general have none ("n/a").
+        assert all(0 <= row["accuracy"][d]["mean"] <= 1 for d in domains if d not in ("code", "general"))
+        assert all(math.isnan(row["accuracy"][d]["mean"]) for d in ("code", "general"))
+        assert 0 <= row["mean_accuracy"]["mean"] <= 1
     (expansion,) = report["expansion"]["targets"]
     assert expansion["target"] == domains[0]
     assert [r["method"] for r in expansion["rows"]] == list(EXPANSION_METHODS)
@@ -211,7 +217,8 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
               and r.info.run_id != parent.info.run_id]
     children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{second[0].info.run_id}'")
     reused = [c for c in children if c.data.tags.get("versatune.reused") == "true"]
-    assert len(children) == 11 and len(reused) == 10
+    assert len(children) == len(FOSTERING_METHODS) + 1 + len(EXPANSION_METHODS)
+    assert len(reused) == len(children) - 1
 
 
 def test_plan_shares_everything_but_the_mixture_and_runs_seed_major():
@@ -231,6 +238,23 @@ def test_plan_shares_everything_but_the_mixture_and_runs_seed_major():
             config.train.max_steps, config.train.learning_rate, config.method.interval)
     assert runs[2].config.method.mode == "expansion" and runs[2].config.method.target == "code"
     assert runs[3].config.train.seed == 1
+
+
+def test_aioli_gets_an_interval_on_the_shared_grid_that_holds_its_probes():
+    from versatune_mlops.bench.methods import plan_runs
+
+    config = load_config("tiny", overrides={"method.interval": 4})
+    prior = {d: 1 / 6 for d in ["law", "medicine", "finance", "science", "code", "general"]}
+    runs = plan_runs(config, BenchPlan(seeds=[0], fostering_methods=["uniform", "aioli"], expansion_methods=[],
+                                       targets=[]), prior)
+    # 6 probe steps (one per domain) need more than 4: the next multiple of the shared interval.
+    assert [r.config.method.interval for r in runs] == [4, 8]
+    assert not any(r.config.train.eval_static_mixtures for r in runs)
+    curves = plan_runs(config, BenchPlan(seeds=[0], fostering_methods=["uniform"], expansion_methods=[], targets=[],
+                                         variants=list(REFERENCE_ABLATIONS), static_curves=True), prior)
+    assert all(r.config.train.eval_static_mixtures for r in curves)  # static mixtures get loss curves too
+    assert [r.config.method.reference for r in curves] == ["initial_fraction", "released_code", "curve_fit",
+                                                            "specialist"]
 
 
 def test_a_variant_changes_only_its_method_settings_and_names_its_runs():

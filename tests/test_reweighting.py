@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
 PRIOR = np.array([0.05, 0.10, 0.03, 0.12, 0.50, 0.20])
 SIZES = np.array([1763, 945, 1024, 733, 412, 1081])
-ALL_METHODS = ["versatune", "versatune_constant", "uniform", "size_proportional", "inverse_probe", "doremi", "odm"]
+ALL_METHODS = ["versatune", "versatune_constant", "uniform", "size_proportional", "inverse_probe", "doremi", "odm", "aioli"]
 EXPANSION_BASELINES = ["target_only", "target_uniform"]  # expansion mode only: tested in test_bench.py
 
 
@@ -349,7 +349,7 @@ def test_registry_holds_exactly_the_documented_methods():
     assert EXPANSION_METHODS == ("target_only", "target_uniform", "versatune")
     assert PRIOR_METHODS == ("inverse_probe", "versatune_constant", "versatune")
     assert FOSTERING_METHODS == ("uniform", "size_proportional", "inverse_probe", "versatune_constant", "doremi",
-                                 "odm", "versatune")
+                                 "odm", "aioli", "versatune")
 
 
 def test_a_registered_method_appears_in_every_derived_list():

@@ -35,7 +35,7 @@ from .tables import RunRecord, expansion_table, fostering_table, overhead_ratio,
 from ..training.checkpointing import write_json_atomic
 from ..config import RunConfig, from_dict, set_dotted, validate
 from ..errors import ConfigError
-from ..mixing.strategies import method_names
+from ..mixing.strategies import build_strategy, method_names, strategy_class
 from ..training.hooks import TrainingHooks
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,16 @@ class BenchVariant:
     overrides: dict[str, Any]
 
 
+# The reference ablations of VersaTune (`versatune bench --reference-ablations`): one row per reference
+# strategy beside the default initial_fraction. released_code also drops beta, so the row is the
+# released update w * exp(l_d) exactly.
+REFERENCE_ABLATIONS = (
+    BenchVariant("versatune_released_code", {"method.method": "versatune", "method.reference": "released_code",
+                                             "method.beta": 0.0}),
+    BenchVariant("versatune_curve_fit", {"method.method": "versatune", "method.reference": "curve_fit"}),
+    BenchVariant("versatune_specialist", {"method.method": "versatune", "method.reference": "specialist"}),
+)
+
 # Variants change how the mixture moves, nothing else: the budget, data and prior stay shared.
 VARIANT_FORBIDDEN_KEYS = ("method.mode", "method.target", "method.prior")
 
@@ -70,6 +80,11 @@ class BenchPlan:
     """Expansion targets; empty runs no expansion benchmark."""
     variants: list[BenchVariant] = field(default_factory=list)
     """Extra fostering rows (ablations), run for every seed after the fostering methods."""
+    static_curves: bool = False
+    """Evaluate the static mixtures at the re-weighting points too (train.eval_static_mixtures), so
+    every method has a loss curve. Off by default: it changes every static run's config, so a
+    benchmark folder's finished static runs would train again, and it adds their evaluations to the
+    cross-run overhead ratio (the within-run ratio is unaffected)."""
 
 
 @dataclass
@@ -118,7 +133,7 @@ def plan_runs(config: RunConfig, plan: BenchPlan, prior: dict[str, float]) -> li
     """One validated config per (mode, target, method, seed); everything but the mixture is shared."""
     base = config.to_dict()
     base["method"]["prior"] = dict(prior)
-    base["train"].update(save_model=False, checkpoint_every=0, eval_static_mixtures=False)
+    base["train"].update(save_model=False, checkpoint_every=0, eval_static_mixtures=plan.static_curves)
     base["distributed"]["num_workers"] = 0
     runs = []
     # (mode, target, row label, method.* overrides)
@@ -133,6 +148,7 @@ def plan_runs(config: RunConfig, plan: BenchPlan, prior: dict[str, float]) -> li
                 set_dotted(tree, dotted, value)
             tree["method"].update(mode=mode, target=target)
             tree["train"]["seed"] = seed
+            fit_probe_interval(tree["method"], list(prior))
             name = f"{mode}-{target + '-' if target else ''}{label}-seed{seed}"
             try:
                 config_of_run = validate(from_dict(tree))
@@ -140,6 +156,19 @@ def plan_runs(config: RunConfig, plan: BenchPlan, prior: dict[str, float]) -> li
                 raise ConfigError(f"Bench run {name}: {exc}") from None
             runs.append(PlannedRun(name=name, config=config_of_run, label=label))
     return runs
+
+
+def fit_probe_interval(method: dict[str, Any], domains: list[str]) -> None:
+    """A method that probes (Aioli) takes its probe steps inside one re-weighting interval. When the
+    shared interval is too short for them, its interval becomes the smallest multiple of the shared one
+    that holds them, so its re-weighting points stay on the other methods' grid (same budget)."""
+    cls, interval = strategy_class(method["method"]), method["interval"]
+    if not cls.options or not interval:
+        return
+    strategy = build_strategy(method["method"], domains, **{name: method[name] for name in cls.options})
+    need = strategy.probe_step_count()
+    if need >= interval:
+        method["interval"] = interval * (need // interval + 1)
 
 
 def _no_tracking(run_config: RunConfig, name: str, reused: Optional[dict]) -> ContextManager[Sequence[TrainingHooks]]:

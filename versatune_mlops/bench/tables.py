@@ -157,8 +157,9 @@ def fostering_table(records: Sequence[RunRecord]) -> dict[str, Any]:
             "mean_loss": estimate([float(np.mean([r.loss_after[d] for d in domains])) for r in runs]).to_json(),
             "worst_loss": estimate([max(r.loss_after[d] for d in domains) for r in runs]).to_json(),
             "score": estimate([r.score() for r in runs]).to_json(),
-            "mean_accuracy": estimate([float(np.mean([r.accuracy_after[d] for d in domains])) if r.accuracy_after
-                                       else float("nan") for r in runs]).to_json(),
+            # Over the domains that have MC items (multigenre's code and general have none).
+            "mean_accuracy": estimate([float(np.mean([r.accuracy_after[d] for d in domains if d in r.accuracy_after]))
+                                       if r.accuracy_after else float("nan") for r in runs]).to_json(),
             "gain_over_uniform": estimate(_paired(runs, uniform, lambda r, u: _ratio_minus_one(r.score(), u.score())))
             .to_json(),
             "reduction_gain_over_uniform": estimate(_paired(
@@ -265,7 +266,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {row['method']} | " + " | ".join(_est(row["accuracy"][d]).format(3) for d in domains)
                          + f" | {_est(row['mean_accuracy']).format(3)} |")
         if base.get("accuracy"):
-            lines.append("| (base model) | " + " | ".join(f"{base['accuracy'][d]:.3f}" for d in domains)
+            lines.append("| (base model) | " + " | ".join(f"{base['accuracy'][d]:.3f}" if d in base["accuracy"]
+                                                          else "n/a" for d in domains)
                          + f" | {float(np.mean(list(base['accuracy'].values()))):.3f} |")
         lines.append("")
     for block in (report.get("expansion") or {}).get("targets", []):

@@ -27,6 +27,11 @@ def add_parsers(sub) -> None:
     methods.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE...]",
                          help="an extra fostering row with its own method.* settings (an ablation), e.g. "
                          "--variant versatune_paper:method=versatune,beta=0 (keys without a section are method.*)")
+    methods.add_argument("--reference-ablations", action="store_true",
+                         help="add VersaTune rows with the released_code, curve_fit and specialist references")
+    methods.add_argument("--static-curves", action="store_true",
+                         help="evaluate static mixtures at the re-weighting points too, so every method has a loss "
+                         "curve (changes the static runs' configs: a finished folder's static runs train again)")
     methods.add_argument("--quick", nargs="?", const="true", default="false", choices=("true", "false"),
                          help="smoke run: one seed, one target, at most 8 steps, 8 eval items per domain, no accuracy")
     methods.add_argument("--report-only", action="store_true",
@@ -79,7 +84,8 @@ def add_parsers(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from ..bench.methods import EXPANSION_METHODS, FOSTERING_METHODS, BenchPlan, check_plan, run_benchmark
+    from ..bench.methods import (EXPANSION_METHODS, FOSTERING_METHODS, REFERENCE_ABLATIONS, BenchPlan, check_plan,
+                                 run_benchmark)
     from ..bench.tables import render_markdown
     from ..data.sources import load_domain_data
     from ..integrations.mlflow.entrypoints import maybe_tracked
@@ -103,7 +109,9 @@ def cmd_bench(args) -> int:
         list(domains) if args.targets in ("", "all") and not args.quick else (csv(args.targets) or [domains[0]]))
     plan = BenchPlan(seeds=seeds, fostering_methods=fostering, targets=targets,
                      expansion_methods=csv(args.expansion_methods) or list(EXPANSION_METHODS),
-                     variants=[parse_variant(text) for text in args.variant])
+                     variants=[parse_variant(text) for text in args.variant]
+                     + (list(REFERENCE_ABLATIONS) if args.reference_ablations else []),
+                     static_curves=args.static_curves)
     check_plan(plan, domains)  # before any run exists
     start_tracking(args)
     tags = {"versatune.step": "bench", "versatune.preset": config.preset or "custom"}

@@ -22,7 +22,7 @@ DEFAULT_DOMAINS = ("law", "medicine", "finance", "science", "code", "general")
 METHODS = method_names()
 EXPANSION_METHODS = method_names(supports_expansion=True)
 EXPANSION_ONLY_METHODS = method_names(expansion_only=True)
-REFERENCE_STRATEGIES = ("initial_fraction", "fixed", "specialist")
+REFERENCE_STRATEGIES = ("initial_fraction", "fixed", "specialist", "released_code", "curve_fit")
 ESTIMATORS = estimator_names()
 PARALLEL_STRATEGIES = ("ddp", "fsdp")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
@@ -154,9 +154,20 @@ class MethodConfig:
     """Initial distribution used instead of running the probe (domain -> probability)."""
     reference: str = "initial_fraction"
     """How the reference loss (the loss a domain can reach) is obtained: ``initial_fraction``
-    (free: ``reference_fraction`` x the base model's loss), ``fixed`` (``reference_losses``), or
-    ``specialist`` (short single-domain runs, cached on disk)."""
+    (free: ``reference_fraction`` x the base model's loss), ``fixed`` (``reference_losses``),
+    ``specialist`` (short single-domain runs, cached on disk), ``released_code`` (the released code's
+    score: no reference and the absolute potential, so gamma_d = l_d; with method.beta=0 this is the
+    released update w * exp(l_d)), or ``curve_fit`` (the asymptote of each domain's own held-out loss
+    curve, refitted at every re-weighting point; initial_fraction until 3 evaluations exist)."""
     reference_fraction: float = 0.8
+    aioli_probe_rounds: int = 1
+    """Aioli: sweeps over the domains' probe mixtures per round (the reference code's lp_rounds)."""
+    aioli_probe_steps: int = 1
+    """Aioli: training steps on each probe mixture (lp_steps). A round's probes take |D| x rounds x
+    steps of the run's own steps (counted in train.max_steps), each mixture followed by an evaluation."""
+    aioli_one_hot_factor: float = 0.625
+    """Aioli: a probe mixture's share of its own domain, the rest split equally (one_hot_factor; the
+    reference README's example value)."""
     reference_losses: Optional[dict[str, float]] = None
     specialist_steps: int = 20
     target_initial_share: float = 0.5

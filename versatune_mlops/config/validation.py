@@ -135,6 +135,11 @@ def _validate_method(config: RunConfig) -> None:
                f"method.{name}={value!r} is out of range; it must be a finite number in [{low:g}, {high:g}].")
     _check(isinstance(mc.interval, int) and mc.interval >= 0,
            f"method.interval={mc.interval!r} must be an integer >= 0 (0: once per epoch).")
+    for name in ("aioli_probe_rounds", "aioli_probe_steps"):
+        value = getattr(mc, name)
+        _check(isinstance(value, int) and value >= 1, f"method.{name}={value!r} must be an integer >= 1.")
+    _check(_is_number(mc.aioli_one_hot_factor) and 0 < mc.aioli_one_hot_factor <= 1,
+           f"method.aioli_one_hot_factor={mc.aioli_one_hot_factor!r} must be in (0, 1], e.g. 0.625.")
     if mc.prior is not None:
         validate_distribution(mc.prior, "method.prior")
     _check(mc.reference in REFERENCE_STRATEGIES,

@@ -19,7 +19,11 @@ from ..errors import ConfigError
 MODES = ("fostering", "expansion")
 from .weights import (ArrayLike, Coefficients, apply_floor, doremi_update, expansion_initial_weights, expansion_update,
                       forgetting_degree, learnable_potential, normalise, odm_probabilities, odm_reward_update,
-                      versatune_update, as_signal)
+                      aioli_estimate_matrix, aioli_normalise_matrix, aioli_probe_mixtures, aioli_probe_order,
+                      aioli_update,
+                      released_code_potential, versatune_update, as_signal)
+
+POTENTIALS = ("relative", "absolute")
 
 
 @dataclass
@@ -34,6 +38,9 @@ class DomainSignals:
     """l_ref,d: the loss each domain can reach."""
     train_loss: np.ndarray
     """Mean training loss per domain since the last update (NaN where the domain was not sampled)."""
+    probe_losses: Optional[np.ndarray] = None
+    """Held-out loss per domain after each probe of :meth:`WeightingStrategy.probe_plan`, one row per
+    probe mixture, in order; None for strategies without probes."""
 
 
 @dataclass
@@ -54,6 +61,8 @@ class WeightingStrategy:
     needs_sizes: ClassVar[bool] = False
     supports_expansion: ClassVar[bool] = False
     expansion_only: ClassVar[bool] = False
+    options: ClassVar[tuple[str, ...]] = ()
+    """``method.*`` config keys this class takes as keyword arguments (``setup.make_strategy`` passes them)."""
 
     def __init__(
         self,
@@ -67,8 +76,10 @@ class WeightingStrategy:
         target: Optional[str] = None,
         target_initial_share: float = 0.5,
         target_max_share: float = 0.9,
+        potential: str = "relative",
     ) -> None:
-        """``coefficients``, ``floor`` and the target shares arrive validated (config.validate owns
+        """``potential``: ``relative`` (the paper's gamma = (l - l_ref) / l) or ``absolute`` (the
+        released code's l - l_ref). ``coefficients``, ``floor`` and the target shares arrive validated (config.validate owns
         their ranges); what is checked here depends on the run's data: the domains, prior and target."""
         self.domains = list(domains)
         if not self.domains or len(set(self.domains)) != len(self.domains):
@@ -98,6 +109,9 @@ class WeightingStrategy:
         self.target_initial_share = float(target_initial_share)
         self.target_max_share = float(target_max_share)
         self._k = len(self.domains)
+        if potential not in POTENTIALS:
+            raise ConfigError(f"potential={potential!r} is unknown; use one of {', '.join(POTENTIALS)}.")
+        self.potential = potential
 
     def _per_domain(self, values: Optional[ArrayLike], what: str) -> Optional[np.ndarray]:
         if values is None:
@@ -114,6 +128,19 @@ class WeightingStrategy:
 
     def initial_weights(self) -> np.ndarray:
         raise NotImplementedError
+
+    def probe_plan(self) -> tuple[list[np.ndarray], int]:
+        """Mixtures to train on before the next :meth:`update`, and how many steps each; every probe
+        is followed by an evaluation whose losses reach ``update`` as ``signals.probe_losses``.
+
+        The one hook for methods that learn from short runs (Aioli): the step loop takes the probe
+        steps as steps of the run itself (they count in train.max_steps, as in the reference code,
+        which also trains the real model during LearnParams). Most strategies probe nothing."""
+        return [], 0
+
+    def probe_step_count(self) -> int:
+        """Steps one round of probes takes (to check it fits in the re-weighting interval)."""
+        return 0
 
     def update(self, weights: ArrayLike, signals: DomainSignals) -> StepReport:
         """Static strategies keep the weights; the signals are still computed for logging."""
@@ -134,7 +161,8 @@ class WeightingStrategy:
 
     def _signals(self, signals: DomainSignals) -> tuple[np.ndarray, np.ndarray]:
         loss = as_signal(signals.eval_loss, self._k, "eval_loss")
-        return learnable_potential(loss, signals.ref_loss), forgetting_degree(loss, signals.prev_eval_loss)
+        score = released_code_potential if self.potential == "absolute" else learnable_potential
+        return score(loss, signals.ref_loss), forgetting_degree(loss, signals.prev_eval_loss)
 
     def _uniform(self) -> np.ndarray:
         return np.full(self._k, 1.0 / self._k)
@@ -295,6 +323,53 @@ class OnlineDataMixing(WeightingStrategy):
             )
         self.cumulative_reward = reward
         self.step = int(state["step"])
+
+
+@register_strategy
+class Aioli(WeightingStrategy):
+    """Aioli (Chen et al., ICLR 2025): at each re-weighting point, LearnParams probes every domain's
+    mixture for a few steps, estimates the linear dynamic mixing law A from the loss changes, and
+    moves the mixture by p_j <- p_j exp(eta sum_i A_ij) (maths in :mod:`.weights`). From uniform."""
+
+    name = "aioli"
+    dynamic = True
+    options = ("aioli_probe_rounds", "aioli_probe_steps", "aioli_one_hot_factor")
+
+    def __init__(self, domains: Sequence[str], *, aioli_probe_rounds: int = 1, aioli_probe_steps: int = 1,
+                 aioli_one_hot_factor: float = 0.625, **kwargs: Any) -> None:
+        super().__init__(domains, **kwargs)
+        self.rounds, self.steps, self.one_hot_factor = aioli_probe_rounds, aioli_probe_steps, aioli_one_hot_factor
+        self.round = 0  # completed updates: seeds the next probe order, so a resume probes in the same order
+
+    def initial_weights(self) -> np.ndarray:
+        return self._uniform()
+
+    def _order(self) -> np.ndarray:
+        return aioli_probe_order(self._k, self.rounds, seed=self.round)
+
+    def probe_plan(self) -> tuple[list[np.ndarray], int]:
+        mixtures = aioli_probe_mixtures(self._k, self.one_hot_factor)
+        return [mixtures[i] for i in self._order()], self.steps
+
+    def probe_step_count(self) -> int:
+        return self._k * self.rounds * self.steps
+
+    def update(self, weights: ArrayLike, signals: DomainSignals) -> StepReport:
+        potential, forgetting = self._signals(signals)
+        if signals.probe_losses is None:  # no room left for probes before the end: keep the mixture
+            return StepReport(normalise(weights), potential, forgetting)
+        matrix = aioli_estimate_matrix(signals.eval_loss, signals.probe_losses, self._order(), self.one_hot_factor)
+        self.last_matrix = aioli_normalise_matrix(matrix)
+        self.round += 1
+        new = aioli_update(weights, self.last_matrix, eta=self.coefficients.eta, epsilon=self.coefficients.epsilon)
+        return StepReport(new, potential, forgetting)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"method": self.name, "round": int(self.round)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.round = int(state["round"])
 
 
 # ----------------------------------------------------------------------------------------------

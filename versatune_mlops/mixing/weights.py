@@ -9,7 +9,10 @@ Ray (a test enforces it).
 - ``versatune_update``     w_d ← w_d · exp(η (α γ_d + β φ_d)), renormalise, smooth toward uniform by ε
 - ``expansion_update``     the target closes part of its gap to 1 by γ_T; the others share the rest
                            in proportion to w_j · exp(η β φ_j)
-- baselines: ``doremi_update`` (excess loss), ODM's EXP3 (``odm_*``)
+- ``released_code_potential`` γ_d = max(ℓ_d − ℓ_ref,d, 0): the score of the paper's released code,
+                           which passes no reference (ℓ_ref = 0), so γ_d is the raw loss
+- ``curve_fit_reference``  ℓ_ref,d = ℓ∞ of ℓ(t) = ℓ∞ + b·t^(−c) fitted to the domain's eval history
+- baselines: ``doremi_update`` (excess loss), ODM's EXP3 (``odm_*``), Aioli (``aioli_*``)
 
 The user-facing ranges of the coefficients are checked once, in :func:`versatune_mlops.config.validate`;
 the functions here only assert the mathematical preconditions (finite, non-negative, ε ≤ 1), which a
@@ -205,6 +208,77 @@ def learnable_potential(loss: ArrayLike, ref_loss: ArrayLike) -> np.ndarray:
     return out
 
 
+def released_code_potential(loss: ArrayLike, ref_loss: ArrayLike) -> np.ndarray:
+    """gamma_d = max(l_d - l_ref,d, 0), the absolute difference the released code scores domains by
+    (8023looker/VersaTune, ``loss_based_reweight.domain_reweighting``: ``loss_diff = loss - ref``, the
+    relative ``loss_diff / loss`` commented out, and no reference passed, so the score is l_d itself).
+    0 where either loss is not finite."""
+    loss = np.asarray(loss, dtype=np.float64)
+    ref = as_signal(ref_loss, loss.size, "ref_loss")
+    valid = np.isfinite(loss) & np.isfinite(ref)
+    out = np.zeros(loss.shape, dtype=np.float64)
+    out[valid] = np.maximum(loss[valid] - ref[valid], 0.0)
+    return out
+
+
+# Exponents c of the power law tried by fit_power_law: from nearly flat to steep.
+_POWER_LAW_EXPONENTS = np.geomspace(0.02, 5.0, 120)
+
+
+def fit_power_law(t: ArrayLike, loss: ArrayLike) -> Optional[tuple[float, float, float]]:
+    """Least-squares fit of l(t) = l_inf + b * t^(-c) with b > 0 (a falling curve), t > 0.
+
+    For a fixed c the model is linear in (l_inf, b), so each c of a fixed grid is solved in closed
+    form and the c with the smallest squared error wins: deterministic, no optimiser to diverge.
+    Returns (l_inf, b, c), or None when no c gives a falling curve (b <= 0) or there are fewer than
+    3 finite points (3 parameters).
+    """
+    t = np.asarray(t, dtype=np.float64)
+    y = np.asarray(loss, dtype=np.float64)
+    keep = np.isfinite(t) & np.isfinite(y) & (t > 0)
+    t, y = t[keep], y[keep]
+    if t.size < 3 or np.unique(t).size < 3:
+        return None
+    best: Optional[tuple[float, float, float, float]] = None
+    for c in _POWER_LAW_EXPONENTS:
+        design = np.stack([np.ones_like(t), t ** -c], axis=1)
+        (l_inf, b), *_ = np.linalg.lstsq(design, y, rcond=None)
+        if not b > 0:
+            continue
+        error = float(np.sum((design @ np.array([l_inf, b]) - y) ** 2))
+        if best is None or error < best[0]:
+            best = (error, float(l_inf), float(b), float(c))
+    return None if best is None else best[1:]
+
+
+def curve_fit_reference(steps: ArrayLike, losses: ArrayLike, fallback: float, min_points: int = 4) -> float:
+    """One domain's l_ref: the asymptote l_inf of its held-out loss curve (the paper's figure draws
+    l_ref so), fitted online to the evaluations so far. ``steps`` are training steps (0 = the base
+    model); the fit uses t = step + 1 so the base point sits at t = 1.
+
+    - fewer than ``min_points`` evaluations: ``fallback`` (the caller's initial_fraction reference).
+      The default 4 is one more point than the law has parameters: three points are interpolated
+      exactly, and the asymptote of an exact fit to a steep early drop swings between 0 and the
+      last loss from one point to the next (measured on the tiny preset);
+    - no falling fit (the loss has not come down): the lowest loss seen, so gamma measures only how far
+      the domain is above its own best;
+    - otherwise l_inf, clipped to [lowest - (first - lowest), lowest] and to >= 0: an asymptote above a
+      seen loss would call a reachable loss unreachable, and one that promises more than the gain seen
+      so far is an extrapolation the few points cannot support.
+    """
+    steps = np.asarray(steps, dtype=np.float64)
+    y = np.asarray(losses, dtype=np.float64)
+    finite = y[np.isfinite(y)]
+    if finite.size < min_points:
+        return float(fallback)
+    lowest = float(finite.min())
+    fit = fit_power_law(steps + 1.0, y)
+    if fit is None:
+        return lowest
+    floor = max(lowest - (float(finite[0]) - lowest), 0.0)
+    return float(min(max(fit[0], floor), lowest))
+
+
 def forgetting_degree(loss: ArrayLike, prev_loss: ArrayLike) -> np.ndarray:
     """phi_d = max((l_d - l_prev,d) / l_prev,d, 0); 0 where the previous loss is unknown (NaN) or <= 0."""
     loss = np.asarray(loss, dtype=np.float64)
@@ -361,3 +435,73 @@ def _check_target_index(target: int, size: int) -> int:
     return int(target)
 
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Aioli (Chen et al., ICLR 2025; HazyResearch/aioli trainer/aioli_trainer.py). Each round, LearnParams
+# trains a few steps on each of |D| probe mixtures (domain i at one_hot_factor, the rest equal) and
+# measures the held-out loss decrease of every domain after each; the linear dynamic mixing law
+# ("training on mixture m lowers domain i's loss by sum_j m_j A_ij") is solved for A, which is
+# normalised (shifted to >= 0, divided by its sum), and the mixture moves by p_j <- p_j exp(eta sum_i A_ij).
+
+
+def aioli_probe_mixtures(num_domains: int, one_hot_factor: float) -> np.ndarray:
+    """Row i: the probe mixture of domain i, ``one_hot_factor`` on i and the rest split equally."""
+    factor = _check_range("one_hot_factor", one_hot_factor, 0.0, 1.0, low_open=True)
+    if num_domains == 1:
+        return np.ones((1, 1))
+    m = np.full((num_domains, num_domains), (1.0 - factor) / (num_domains - 1))
+    np.fill_diagonal(m, factor)
+    return m
+
+
+def aioli_probe_order(num_domains: int, rounds: int, seed: int) -> np.ndarray:
+    """Which domain's probe mixture comes when: ``rounds`` seeded permutations of the domains, one after
+    another (the reference code's ``mixture_order``), so no domain is always probed first."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return np.concatenate([rng.permutation(num_domains) for _ in range(rounds)])
+
+
+def aioli_estimate_matrix(loss_before: ArrayLike, probe_losses: ArrayLike, order: ArrayLike,
+                          one_hot_factor: float) -> np.ndarray:
+    """A from one LearnParams pass. ``probe_losses[n]`` is the per-domain held-out loss after the probe
+    of mixture ``order[n]``; each probe's effect is the decrease from the loss just before it.
+    Decreases are averaged over the rounds, then unmixed: decrease[i, :] = M @ A[i, :] with M the probe
+    mixtures, so A[i] = M^-1 decrease[i] (a no-op for one-hot probes). A[i, j] is how much training on
+    domain j lowers domain i's loss. NaN losses (an empty domain) count as no change."""
+    before = np.asarray(loss_before, dtype=np.float64)
+    k = before.size
+    after = np.asarray(probe_losses, dtype=np.float64).reshape(-1, k)
+    order = np.asarray(order, dtype=int)
+    if order.shape != (after.shape[0],):
+        raise ValueError(f"order has {order.size} entries for {after.shape[0]} probes; one entry per probe.")
+    decrease = np.zeros((k, k))
+    counts = np.zeros(k)
+    previous = before
+    for j, now in zip(order, after):
+        decrease[:, j] += np.nan_to_num(previous - now, nan=0.0, posinf=0.0, neginf=0.0)
+        counts[j] += 1
+        previous = np.where(np.isfinite(now), now, previous)
+    decrease /= np.maximum(counts, 1)
+    mixtures = aioli_probe_mixtures(k, one_hot_factor)
+    return np.linalg.solve(mixtures, decrease.T).T
+
+
+def aioli_normalise_matrix(matrix: ArrayLike) -> np.ndarray:
+    """The reference's ``aioli_normalize_A``: shift so the smallest entry is 0 (when negative), then
+    divide by the sum, so eta means the same whatever the loss scale. An all-zero A stays zero."""
+    a = np.nan_to_num(np.asarray(matrix, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if a.min() < 0:
+        a = a - a.min()
+    total = a.sum()
+    return a / total if total > 0 else np.zeros_like(a)
+
+
+def aioli_update(weights: ArrayLike, matrix: ArrayLike, *, eta: float, epsilon: float = 0.0) -> np.ndarray:
+    """p_j <- p_j * exp(eta * sum_i A_ij), renormalise, smooth toward uniform by epsilon."""
+    _require_coefficients(0.0, 0.0, eta, epsilon)
+    w = normalise(weights)
+    a = np.asarray(matrix, dtype=np.float64)
+    if a.shape != (w.size, w.size):
+        raise ValueError(f"matrix has shape {a.shape}; expected ({w.size}, {w.size}).")
+    return smooth(_tilt(w, eta * a.sum(axis=0)), epsilon)

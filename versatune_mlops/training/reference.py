@@ -4,6 +4,10 @@ Strategies and what they cost:
 
 - ``initial_fraction`` (default, free): ℓ_ref,d = reference_fraction × ℓ_d(base model). Uses the
   evaluation that runs before training anyway; assumes every domain can shed the same share.
+- ``released_code`` (free): ℓ_ref = 0, and the strategy scores domains by the absolute potential
+  ℓ_d − ℓ_ref,d (``setup.make_strategy``), so γ_d is the raw loss, as in the released code.
+- ``curve_fit`` (free): starts as ``initial_fraction``; at every re-weighting point the step loop
+  refits ℓ_ref,d as the asymptote of the domain's own eval history (``steps.refit_reference``).
 - ``fixed`` (free): the user gives ℓ_ref,d per domain (e.g. from an earlier specialist run).
 - ``specialist`` (DoReMi-style, as in the paper's code): for each domain, a short run of
   ``specialist_steps`` steps on that domain alone from the base model; ℓ_ref,d is its best held-out
@@ -44,6 +48,9 @@ def reference_losses(config: RunConfig, inputs: RunInputs, base_losses: Mapping[
         return {d: float(mc.reference_losses[d]) for d in domains}
     if mc.reference == "specialist":
         return specialist_reference_losses(config, inputs)
+    if mc.reference == "released_code":
+        return {d: 0.0 for d in domains}
+    # initial_fraction, and curve_fit's value until its curves have enough points.
     return {d: mc.reference_fraction * float(base_losses[d]) for d in domains}
 
 

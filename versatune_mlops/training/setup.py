@@ -13,12 +13,13 @@ import torch
 from transformers import get_scheduler
 
 from ..config import RunConfig, check_domains_against_data
+from ..errors import ConfigError
 from ..data.formatting import check_max_length, encode_split
 from ..data.self_answers import fill_self_answers
 from ..data.sources import DomainData, load_domain_data
 from ..mixing.probe import example_text, run_probe
 from ..mixing.sampler import DomainSampler
-from ..mixing.strategies import WeightingStrategy, build_strategy, method_names
+from ..mixing.strategies import WeightingStrategy, build_strategy, method_names, strategy_class
 from . import sharding
 from .checkpointing import write_json_atomic
 from .evaluation import domain_accuracy, domain_losses
@@ -105,6 +106,8 @@ def make_strategy(config: RunConfig, domains: list[str], prior: dict[str, float]
         mc.method, domains, mode=mc.mode, prior=np.array([prior[d] for d in domains]), sizes=sizes,
         coefficients=mc.coefficients(), floor=config.probe.floor,
         target=mc.target, target_initial_share=mc.target_initial_share, target_max_share=mc.target_max_share,
+        potential="absolute" if mc.reference == "released_code" else "relative",
+        **{name: getattr(mc, name) for name in strategy_class(mc.method).options},
     )
 
 
@@ -151,6 +154,13 @@ def assemble_run(config: RunConfig, inputs: RunInputs, state: LoopState, optimiz
     if strategy_state is not None:
         strategy.load_state_dict(strategy_state)
         sampler.load_state_dict(sampler_state)
+    # Re-weight every `interval` steps, or once per pass over the training data (the paper).
+    interval = config.method.interval or max(1, math.ceil(sizes.sum() / t.batch_size))
+    if strategy.probe_step_count() >= interval:
+        raise ConfigError(
+            f"method.interval={interval} steps cannot hold {config.method.method}'s probes: {strategy.probe_step_count()} "
+            f"steps per round (|D|={len(domains)} x method.aioli_probe_rounds x method.aioli_probe_steps). Raise "
+            f"method.interval above {strategy.probe_step_count()}, or lower the probe rounds or steps.")
     model = inputs.loaded.model
     train_model = train_model if train_model is not None else training_loss_module(config, model, parallel)
     return TrainingRun(
@@ -158,8 +168,7 @@ def assemble_run(config: RunConfig, inputs: RunInputs, state: LoopState, optimiz
         sharded_loss=train_model if is_sharded(config, parallel) else None,
         optimizer=optimizer, scheduler=scheduler, strategy=strategy, sampler=sampler,
         trainable=[p for group in optimizer.param_groups for p in group["params"]],
-        # Re-weight every `interval` steps, or once per pass over the training data (the paper).
-        interval=config.method.interval or max(1, math.ceil(sizes.sum() / t.batch_size)),
+        interval=interval,
         ref_loss=np.array([state.reference_loss[d] for d in domains]),
         parallel=parallel,
     )

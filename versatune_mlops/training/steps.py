@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from ..config import RunConfig
 from ..data.formatting import IGNORE_INDEX, collate
 from ..errors import TrainingDivergedError
 from ..mixing.strategies import DomainSignals
-from ..mixing.weights import normalise
+from ..mixing.weights import curve_fit_reference, normalise
 from . import checkpointing
 from .evaluation import domain_metrics
 from .setup import evaluate_losses
@@ -47,6 +48,7 @@ def run_steps(config: RunConfig, run: TrainingRun, hooks: TrainingHooks, output_
         if (run.state.step % run.interval == 0 and run.state.step < t.max_steps
                 and (run.strategy.dynamic or t.eval_static_mixtures)):
             reweight(config, run, hooks)
+            progress.update(run.state.step - progress.n)  # a strategy's probe steps (Aioli) are steps too
         if t.checkpoint_every and run.state.step % t.checkpoint_every == 0:
             checkpoint(config, run, hooks, output_dir)
     run.timings.train_seconds = time.perf_counter() - run.timings.loop_started - run.timings.side_seconds
@@ -159,18 +161,20 @@ def step_metrics(run: TrainingRun, step_loss: float) -> dict[str, float]:
 def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
     """Evaluate every domain, let the strategy move the weights, hand them to the sampler."""
     state, domains = run.state, run.domains
-    started = time.perf_counter()
-    losses = evaluate_losses(config, run.inputs, run.model, run.parallel, run.sharded_loss)
-    elapsed = time.perf_counter() - started
-    run.timings.eval_seconds += elapsed
-    run.timings.side_seconds += elapsed
-    run.timings.midrun_eval_seconds += elapsed
+    losses = timed_evaluation(config, run)
     eval_loss = np.array([losses[d] for d in domains])
+    if config.method.reference == "curve_fit":
+        refit_reference(config, run, losses)
     with np.errstate(invalid="ignore", divide="ignore"):
         train_loss = np.array(state.train_loss_sum) / np.array(state.train_loss_tokens)
+    probe_losses = run_probes(config, run, hooks)
     report = run.strategy.update(np.array(state.weights), DomainSignals(
         eval_loss=eval_loss, prev_eval_loss=np.array(state.prev_eval_loss), ref_loss=run.ref_loss, train_loss=train_loss,
+        probe_losses=probe_losses,
     ))
+    if probe_losses is not None:  # the model moved during the probes: its latest evaluation is the point's
+        losses = dict(zip(domains, probe_losses[-1].tolist()))
+        eval_loss = probe_losses[-1]
     state.weights = normalise(report.weights).tolist()
     run.sampler.set_weights(state.weights)
     state.prev_eval_loss = eval_loss.tolist()
@@ -182,10 +186,58 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
         "potential": dict(zip(domains, report.potential.tolist())),
         "forgetting": dict(zip(domains, report.forgetting.tolist())),
         "eval_loss": losses,
+        "reference_loss": dict(state.reference_loss),
     }
     state.trajectory.append(record)
     hooks.on_eval(state.step, domain_metrics(losses))
     hooks.on_reweight(state.step, record)
+
+
+def timed_evaluation(config: RunConfig, run: TrainingRun) -> dict[str, float]:
+    """Held-out loss per domain mid-run; its time is kept out of the training throughput."""
+    started = time.perf_counter()
+    losses = evaluate_losses(config, run.inputs, run.model, run.parallel, run.sharded_loss)
+    elapsed = time.perf_counter() - started
+    run.timings.eval_seconds += elapsed
+    run.timings.side_seconds += elapsed
+    run.timings.midrun_eval_seconds += elapsed
+    return losses
+
+
+def run_probes(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> Optional[np.ndarray]:
+    """The strategy's probe mixtures (Aioli's LearnParams), each trained for its steps and then
+    evaluated: steps of the run itself, counted in train.max_steps like any other. None when the
+    strategy probes nothing, or when the probes would not end before train.max_steps (the mixture
+    then stays as it is)."""
+    mixtures, steps = run.strategy.probe_plan()
+    state, t = run.state, config.train
+    if not mixtures or state.step + len(mixtures) * steps >= t.max_steps:
+        return None
+    rows = []
+    for mixture in mixtures:
+        run.sampler.set_weights(mixture)
+        for _ in range(steps):
+            # One batch at a time: a length-grouped window would carry draws of this probe's mixture into the next.
+            run.pending_batches = [run.sampler.sample(t.batch_size)]
+            step_loss = train_step(config, run)
+            hooks.on_step_end(state.step, step_loss, run.model)
+        losses = timed_evaluation(config, run)
+        rows.append([losses[d] for d in run.domains])
+    return np.array(rows)
+
+
+def refit_reference(config: RunConfig, run: TrainingRun, losses: dict[str, float]) -> None:
+    """curve_fit: each domain's l_ref becomes the asymptote of its eval history (the base model at
+    step 0, every earlier re-weighting point, now). Kept in the loop state, so a resume continues
+    from the same reference and the summary records it."""
+    state = run.state
+    history = [(0, state.eval_loss_before)] + [(r["step"], r["eval_loss"]) for r in state.trajectory]
+    history.append((state.step, losses))
+    steps = [step for step, _ in history]
+    for d in run.domains:
+        fallback = config.method.reference_fraction * float(state.eval_loss_before[d])
+        state.reference_loss[d] = curve_fit_reference(steps, [float(point[d]) for _, point in history], fallback)
+    run.ref_loss = np.array([state.reference_loss[d] for d in run.domains])
 
 
 def checkpoint(config: RunConfig, run: TrainingRun, hooks: TrainingHooks, output_dir: Path) -> None:
