@@ -236,3 +236,13 @@ def test_a_classifier_needs_two_examples_per_domain(small_data):
     thin.train = {**small_data.train, "finance": small_data.train["finance"][:1]}
     with pytest.raises(ConfigError, match="at least 2 labelled training examples per domain; finance has 1"):
         fit_estimator(thin, "tfidf_logreg")
+
+
+def test_a_catch_all_missing_from_the_domains_drops_the_other_share(caplog):
+    from versatune_mlops.mixing.probe import resolve_other_domain
+
+    assert resolve_other_domain("general", ["law", "general"]) == "general"
+    assert resolve_other_domain(None, ["law", "code"]) is None
+    with caplog.at_level("WARNING"):
+        assert resolve_other_domain("general", ["law", "code"]) is None
+    assert "not among this run's domains (law, code)" in caplog.text

@@ -32,7 +32,7 @@ from ..data.mmlu import SUBJECT_TO_DOMAIN
 from ..data.sources import load_domain_data, load_other_texts
 from ..errors import ConfigError
 from ..mixing.probe import (OTHER, example_text, fit_estimator, generate_free_text, generate_from_prompts, load_judge,
-                            total_variation)
+                            resolve_other_domain, total_variation)
 from ..mixing.weights import fold_other
 from ..training.models import load_model
 
@@ -184,6 +184,7 @@ def run_probe_fidelity(config: RunConfig, rows: Sequence[EstimatorRow], seeds: S
                         tokenizer_corpus=[example_text(ex) for d in data.domains for ex in data.train[d]])
     model, tokenizer = loaded.model, loaded.tokenizer
     classes = [*data.domains, OTHER]
+    other_domain = resolve_other_domain(config.probe.other_domain, data.domains)
 
     prompts = out_of_genre_prompts(data.domains, config.data.source, per_class, seed=0)
     gen_started = time.perf_counter()
@@ -225,21 +226,19 @@ def run_probe_fidelity(config: RunConfig, rows: Sequence[EstimatorRow], seeds: S
                  in_genre=in_rows, out_of_genre=ood_rows, bos=bos_rows)
         results[row.label] = {
             "estimator": row.estimator, "other_texts": row.other_texts, "held_out_accuracy": accuracy,
-            "in_genre": fidelity_scores(in_rows, in_labels, classes, seeds, mixture_size, concentration,
-                                        config.probe.other_domain),
+            "in_genre": fidelity_scores(in_rows, in_labels, classes, seeds, mixture_size, concentration, other_domain),
             "out_of_genre": fidelity_scores(ood_rows, ood_labels, classes, seeds, mixture_size, concentration,
-                                            config.probe.other_domain),
+                                            other_domain),
             "out_of_genre_accuracy": float(np.mean(ood_rows.argmax(axis=1) == [classes.index(c) for c in ood_labels])),
             "bos_mean": dict(zip(classes, map(float, bos_mean))),
-            "bos_prior": dict(zip(data.domains, map(float, fold_other(bos_mean, config.probe.other_domain,
-                                                                      data.domains)))),
+            "bos_prior": dict(zip(data.domains, map(float, fold_other(bos_mean, other_domain, data.domains)))),
             "fit_predict_seconds": timings[0], "fit_predict_seconds_cached": timings[-1] if len(timings) > 1 else None,
         }
         results_file.write_text(json.dumps(results, indent=1))  # resume point: each finished row
     report = {
         "model": loaded.source, "domains": data.domains, "seeds": list(seeds), "mixture_size": mixture_size,
         "concentration": concentration, "per_class": per_class, "bos_samples": len(bos),
-        "other_domain": config.probe.other_domain, "rows": {row.label: results[row.label] for row in rows},
+        "other_domain": other_domain, "rows": {row.label: results[row.label] for row in rows},
         "generation": {"bos_sequences_per_s": bos_rate, "prompted_sequences_per_s": prompted_rate,
                        "max_new_tokens": config.probe.max_new_tokens, "batch_size": config.probe.batch_size},
         "wall_seconds": time.perf_counter() - started,

@@ -128,7 +128,8 @@ class ProbeConfig:
     file. The judge always has "other" among its labels."""
     other_domain: Optional[str] = None
     """Where the "other" share goes in the prior: null drops it and renormalises over the domains (as the
-    paper's labeller dropped answers outside its labels); a domain name (a catch-all) receives it."""
+    paper's labeller dropped answers outside its labels); a domain name (a catch-all) receives it, and
+    when that domain is not among the run's domains the share is dropped (with a warning)."""
     floor: float = 0.02
     """Minimum initial weight of a domain before renormalising, so none starts at zero."""
     seed: int = 0

@@ -105,10 +105,6 @@ def _validate_probe(config: RunConfig) -> None:
     _check(p.top_k >= 0, f"probe.top_k={p.top_k} must be >= 0 (0 turns top-k off).")
     _check(p.repetition_penalty > 0, f"probe.repetition_penalty={p.repetition_penalty} must be > 0.")
     _check(bool(p.other_texts), "probe.other_texts is empty; use 'none', 'mmlu' or a file of off-domain texts.")
-    domains = config.data.domains
-    _check(p.other_domain is None or not domains or p.other_domain in domains,
-           f"probe.other_domain={p.other_domain!r} is not in data.domains ({', '.join(domains or [])}). "
-           f"Name one of them, or null to drop the 'other' share.")
     _check(p.estimator in ESTIMATORS, f"probe.estimator={p.estimator!r} is unknown; use one of {', '.join(ESTIMATORS)}.")
     _check(0 <= p.floor < 1, f"probe.floor={p.floor} must be in [0, 1).")
 

@@ -187,6 +187,17 @@ def fit_estimator(data: DomainData, name: str, max_per_domain: Optional[int] = N
     return estimator, accuracy
 
 
+def resolve_other_domain(other_domain: Optional[str], domains: Sequence[str]) -> Optional[str]:
+    """``probe.other_domain`` for this run: the named catch-all, or None (drop the share) when the run's
+    domains do not include it, since a preset's catch-all (e.g. general) need not survive a narrower
+    ``data.domains``."""
+    if other_domain is not None and other_domain not in domains:
+        log.warning("probe.other_domain=%r is not among this run's domains (%s): the 'other' share is dropped "
+                    "and the rest renormalised.", other_domain, ", ".join(domains))
+        return None
+    return other_domain
+
+
 def load_judge(config: ProbeConfig, model, tokenizer):
     """The (model, tokenizer) of the llm_judge estimator: the run's own model for ``base``, else loaded."""
     if config.judge_model == "base":
@@ -224,7 +235,8 @@ def run_probe(model, tokenizer, data: DomainData, config: ProbeConfig,
     texts = generate_free_text(model, tokenizer, config) if texts is None else list(texts)
     rows = estimator.predict_with_other(texts)
     mean = aggregate_distribution(rows)
-    distribution = fold_other(mean, config.other_domain, list(data.domains))
+    other_domain = resolve_other_domain(config.other_domain, data.domains)
+    distribution = fold_other(mean, other_domain, list(data.domains))
     weights = apply_floor(distribution, config.floor)
     result = ProbeResult(
         domains=list(data.domains),
@@ -234,7 +246,7 @@ def run_probe(model, tokenizer, data: DomainData, config: ProbeConfig,
         estimator=config.estimator,
         estimator_accuracy=accuracy,
         other_share=float(mean[-1]),
-        other_domain=config.other_domain,
+        other_domain=other_domain,
         samples=list(texts),
         sample_probabilities=rows.tolist(),
     )
