@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.mixing.weights import (aioli_estimate_matrix, aioli_normalise_matrix, aioli_probe_mixtures,
-                                            aioli_probe_order, aioli_update)
+from versatune_mlops.mixing.baselines import (aioli_estimate_matrix, aioli_normalise_matrix, aioli_probe_mixtures,
+                                              aioli_probe_order, aioli_update)
 
 
 def simulate_probes(true_a, loss_0, order, factor):

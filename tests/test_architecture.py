@@ -1,6 +1,7 @@
 """The import rules that keep the package changeable (ARCHITECTURE.md), checked on the source with ast.
 
-- mixing/weights.py imports numpy and the standard library only (plus the package's errors);
+- mixing/weights.py imports numpy and the standard library only (plus the package's errors), and
+  mixing/baselines.py only those and weights;
 - data/, mixing/, training/ (and config, errors) never import mlflow or ray: only integrations/ does,
   besides the command line and the benchmark that sit on top;
 - nothing in the product imports bench/ (only cli/ does, to offer the bench commands);
@@ -69,10 +70,11 @@ def test_the_layout_was_found():
         assert any(_in(name, room) for name in MODULES), room
 
 
-def test_the_weighting_maths_imports_numpy_and_the_standard_library_only():
-    allowed = set(sys.stdlib_module_names) | {"numpy", f"{NAME}.errors", "__future__"}
-    imported = {module.split(".")[0] if not module.startswith(NAME) else module
-                for module, _ in _imports(f"{NAME}.mixing.weights", MODULES[f"{NAME}.mixing.weights"])}
+@pytest.mark.parametrize("module, extra", [("mixing.weights", set()), ("mixing.baselines", {"mixing.weights"})])
+def test_the_weighting_maths_imports_numpy_and_the_standard_library_only(module, extra):
+    allowed = set(sys.stdlib_module_names) | {"numpy", f"{NAME}.errors", "__future__"} | {f"{NAME}.{m}" for m in extra}
+    imported = {name.split(".")[0] if not name.startswith(NAME) else name
+                for name, _ in _imports(f"{NAME}.{module}", MODULES[f"{NAME}.{module}"])}
     assert imported <= allowed, imported - allowed
 
 

@@ -20,18 +20,15 @@ from versatune_mlops.mixing.strategies import (
     method_names,
     register_strategy,
 )
+from versatune_mlops.mixing.baselines import doremi_update, odm_exploration_rate, odm_probabilities, odm_reward_update
 from versatune_mlops.mixing.weights import (
     Coefficients,
     apply_floor,
-    doremi_update,
     expansion_initial_weights,
     expansion_update,
     forgetting_degree,
     learnable_potential,
     normalise,
-    odm_exploration_rate,
-    odm_probabilities,
-    odm_reward_update,
     versatune_update,
 )
 

@@ -17,11 +17,10 @@ import numpy as np
 from ..errors import ConfigError
 
 MODES = ("fostering", "expansion")
-from .weights import (ArrayLike, Coefficients, apply_floor, doremi_update, expansion_initial_weights, expansion_update,
-                      forgetting_degree, learnable_potential, normalise, odm_probabilities, odm_reward_update,
-                      aioli_estimate_matrix, aioli_normalise_matrix, aioli_probe_mixtures, aioli_probe_order,
-                      aioli_update,
-                      released_code_potential, versatune_update, as_signal)
+from .baselines import (aioli_estimate_matrix, aioli_normalise_matrix, aioli_probe_mixtures, aioli_probe_order,
+                        aioli_update, doremi_update, odm_probabilities, odm_reward_update)
+from .weights import (ArrayLike, Coefficients, apply_floor, as_signal, expansion_initial_weights, expansion_update,
+                      forgetting_degree, learnable_potential, normalise, released_code_potential, versatune_update)
 
 POTENTIALS = ("relative", "absolute")
 
