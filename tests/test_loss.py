@@ -125,3 +125,14 @@ def test_memory_options_train_and_lower_the_loss(tiny_config, tmp_path, extra):
     summary = train(config, tmp_path, inputs=inputs)
     before, after = summary["metrics_before"]["eval_loss/mean"], summary["metrics_after"]["eval_loss/mean"]
     assert after < before
+
+
+def test_wrapping_lora_prints_no_deprecation_warning():
+    """peft reads transformers' deprecated is_gradient_checkpointing alias; the demo must not show it."""
+    import warnings
+
+    options = dataclasses.make_dataclass("C", [("lora_r", int, 4), ("lora_alpha", int, 8), ("lora_dropout", float, 0.0)])()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _wrap_lora(_model(tied=True), options)
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]

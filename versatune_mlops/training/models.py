@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
@@ -277,7 +278,11 @@ def _wrap_lora(model: torch.nn.Module, config: ModelConfig) -> torch.nn.Module:
         target_modules="all-linear",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated `is_gradient_checkpointing` alias, which warns on every LoRA
+        # run (a FutureWarning the user can do nothing about); gradient checkpointing is set up by setup.py.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def _frozen_weights_to_bf16(model: torch.nn.Module) -> None:
