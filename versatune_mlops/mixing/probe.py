@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from transformers import AutoConfig
 
 from ..config import ModelConfig, ProbeConfig
 from ..data.examples import DomainData, SFTExample
+from ..data.formatting import encode_prompt
 from ..data.sources import load_other_texts
 from ..errors import ConfigError
 from ..training.models import load_model
@@ -57,12 +58,7 @@ def generate_free_text(model, tokenizer, config: ProbeConfig, seed: Optional[int
 def generate_from_prompts(model, tokenizer, prompts: Sequence[str], config: ProbeConfig, seed: int) -> list[str]:
     """The model's answers to user prompts, through its chat template when it has one (the texts the
     fidelity benchmark labels by construction: prose about a known topic, in the model's own voice)."""
-    if getattr(tokenizer, "chat_template", None):
-        encoded = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                 tokenize=True, return_dict=False) for p in prompts]
-        encoded = [list(ids["input_ids"]) if isinstance(ids, Mapping) else list(ids) for ids in encoded]
-    else:
-        encoded = [tokenizer.encode(p + "\n") for p in prompts]
+    encoded = [encode_prompt(tokenizer, (("user", p),)) for p in prompts]  # the prompt format SFT trains on
     return sample_continuations(model, tokenizer, encoded, config, seed, desc="probe: answering prompts")
 
 
