@@ -69,10 +69,67 @@ def test_a_variant_is_its_own_row_paired_with_uniform_by_seed():
     assert RunRecord.from_summary(_summary("uniform", 0, (1.9,) * 3), label="uniform").label is None
 
 
-def _summary(method, seed, after):
-    return {"mode": "fostering", "method": method, "config": {"train": {"seed": seed}}, "domains": DOMAINS,
-            "eval_loss_before": dict(zip(DOMAINS, (2.0, 2.0, 2.0))), "eval_loss_after": dict(zip(DOMAINS, after)),
-            "accuracy_before": {}, "accuracy_after": {}, "train_seconds": 1.0, "weight_trajectory": []}
+def _summary(method, seed, after, *, mode="fostering", target=None, midrun=(), steps=6, domains=DOMAINS):
+    """A summary.json; ``midrun`` is ``(step, losses)`` at each re-weighting point."""
+    return {"mode": mode, "method": method, "target": target, "config": {"train": {"seed": seed}}, "domains": domains,
+            "eval_loss_before": {d: 2.0 for d in domains}, "eval_loss_after": dict(zip(domains, after)),
+            "accuracy_before": {}, "accuracy_after": {}, "train_seconds": 1.0, "weight_trajectory": [],
+            "steps": steps, "reweighting_records": [{"step": step, "eval_loss": dict(zip(domains, losses)),
+                                                     "weights": {}} for step, losses in midrun]}
+
+
+def _curve_report(*summaries):
+    from versatune_mlops.bench.methods import build_report
+
+    records = [RunRecord.from_summary(s) for s in summaries]
+    return build_report(records, {d: 1 / 3 for d in DOMAINS}, BenchPlan(), load_config("tiny"))
+
+
+def test_loss_curves_are_the_mean_and_range_over_seeds_at_every_evaluated_step():
+    from versatune_mlops.bench.tables import loss_curves
+
+    report = _curve_report(_summary("versatune", 0, (1.6, 1.7, 1.8), midrun=[(3, (1.8, 1.9, 1.9))]),
+                           _summary("versatune", 1, (1.4, 1.7, 1.8), midrun=[(3, (1.9, 1.9, 1.9))]),
+                           _summary("target_only", 0, (1.5, 2.1, 2.2), mode="expansion", target="law"))
+    law = loss_curves(report["runs"])["versatune"]["law"]
+    assert law.steps == [0, 3, 6]
+    assert law.mean == pytest.approx([2.0, 1.85, 1.5])
+    assert (law.low, law.high) == (pytest.approx([2.0, 1.8, 1.4]), pytest.approx([2.0, 1.9, 1.6]))
+    assert set(loss_curves(report["runs"])) == {"versatune"}  # expansion runs have their own figure
+    assert loss_curves(report["runs"], "expansion", "law")["target_only"]["law"].mean == pytest.approx([2.0, 1.5])
+
+
+def test_a_static_run_without_midrun_evaluations_is_a_two_point_curve():
+    from versatune_mlops.bench.tables import loss_curves
+
+    report = _curve_report(_summary("uniform", 0, (1.9, 1.8, 1.7), steps=8))
+    curve = loss_curves(report["runs"])["uniform"]["finance"]
+    assert (curve.steps, curve.mean, curve.low, curve.high) == ([0, 8], [2.0, 1.7], [2.0, 1.7], [2.0, 1.7])
+
+
+def test_report_only_draws_the_loss_curves_from_finished_runs(tmp_path):
+    """No training: finished summaries in the folder become report.md and the loss-curve PNGs."""
+    from versatune_mlops.bench.methods import _shared_key, plan_runs
+    from versatune_mlops.cli import main
+
+    config = load_config("tiny")
+    domains = ["law", "medicine", "finance", "science", "code", "general"]
+    shared = {"key": _shared_key(config), "prior": {d: 1 / 6 for d in domains}, "eval_loss": {}, "accuracy": {}}
+    (tmp_path / "shared.json").write_text(json.dumps(shared))
+    plan = BenchPlan(seeds=[0, 1], fostering_methods=["uniform", "versatune"], expansion_methods=["target_only"],
+                     targets=["code"])
+    for run in plan_runs(config, plan, shared["prior"]):
+        summary = _summary(run.config.method.method, run.config.train.seed, (1.9,) * 6, mode=run.config.method.mode,
+                           target=run.config.method.target, midrun=[(3, (1.95,) * 6)], domains=domains)
+        summary["config"] = run.config.to_dict()  # what makes the run reusable
+        (tmp_path / "runs" / run.name).mkdir(parents=True)
+        (tmp_path / "runs" / run.name / "summary.json").write_text(json.dumps(summary))
+    assert main(["bench", "--preset", "tiny", "--report-only", "--no-tracking", "--seeds", "0,1",
+                 "--methods", "uniform,versatune", "--targets", "code", "--expansion-methods", "target_only",
+                 "--output-dir", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["missing_runs"] == []
+    for name in ("report.md", "loss_curves.png", "loss_curves_expansion_code.png"):
+        assert (tmp_path / name).stat().st_size > 0
 
 
 def test_expansion_kept_gain_and_degradation_reduction_are_relative_to_target_only():

@@ -1,11 +1,13 @@
-"""The benchmark's figures: per-domain loss change by method, weight trajectories side by side."""
+"""The benchmark's figures: per-domain loss change by method, weight trajectories side by side,
+per-domain loss curves by method."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from ..integrations.mlflow.figures import plt, save_figure, stack_weights
+from .tables import loss_curves
 
 
 def bench_loss_change_figure(fostering: Mapping, path: Path) -> Path:
@@ -41,3 +43,40 @@ def bench_trajectories_figure(runs: Sequence[Mapping], path: Path) -> Path:
         ax.axis("off")
     axes.flat[0].legend(loc="lower left", fontsize=6)
     return save_figure(fig, path)
+
+
+def bench_loss_curves_figure(runs: Sequence[Mapping], path: Path, mode: str = "fostering",
+                             target: Optional[str] = None) -> Path:
+    """Held-out loss vs step, one panel per domain, one line per method: mean over seeds, band min..max."""
+    curves = loss_curves(runs, mode, target)
+    domains = list(next(iter(curves.values())))
+    cols = min(3, len(domains))
+    rows = -(-len(domains) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax, domain in zip(axes.flat, domains):
+        for i, (label, by_domain) in enumerate(curves.items()):
+            curve = by_domain[domain]
+            # The default cycle has 10 colours; a bench with variants has more rows than that.
+            (line,) = ax.plot(curve.steps, curve.mean, marker="o", ms=2, lw=1, ls=("-", "--", ":")[i // 10 % 3],
+                              label=label)
+            ax.fill_between(curve.steps, curve.low, curve.high, color=line.get_color(), alpha=0.15, lw=0)
+        ax.set(title=domain, xlabel="step")
+        ax.title.set_fontsize(9)
+    for ax in list(axes.flat)[len(domains):]:
+        ax.axis("off")
+    axes[0][0].set(ylabel="held-out loss")
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1, 0.5), fontsize=7)
+    what = "Fostering" if target is None else f"Expansion, target = {target}"
+    fig.suptitle(f"{what}: per-domain held-out loss (mean over seeds, band = min..max)", fontsize=10)
+    return save_figure(fig, path)
+
+
+def write_loss_curve_figures(report: Mapping[str, Any], folder: Path) -> list[Path]:
+    """loss_curves.png (fostering) and loss_curves_expansion_<target>.png per target, for the runs present."""
+    runs, folder = report.get("runs") or [], Path(folder)
+    paths = []
+    if any(r["mode"] == "fostering" for r in runs):
+        paths.append(bench_loss_curves_figure(runs, folder / "loss_curves.png"))
+    for target in dict.fromkeys(r["target"] for r in runs if r["mode"] == "expansion"):
+        paths.append(bench_loss_curves_figure(runs, folder / f"loss_curves_expansion_{target}.png", "expansion", target))
+    return paths

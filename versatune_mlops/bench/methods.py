@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional, Sequence
 
+from .figures import write_loss_curve_figures
 from .tables import RunRecord, expansion_table, fostering_table, overhead_ratio, render_markdown
 from ..training.checkpointing import write_json_atomic
 from ..config import RunConfig, from_dict, set_dotted, validate
@@ -177,7 +178,8 @@ def _no_tracking(run_config: RunConfig, name: str, reused: Optional[dict]) -> Co
 
 def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
                   run_context: RunContext = _no_tracking, report_only: bool = False) -> dict[str, Any]:
-    """Run (or reuse) every planned run and return the report (also written as report.json/.md).
+    """Run (or reuse) every planned run and return the report (also written as report.json/.md, with
+    the loss curves as loss_curves*.png).
 
     ``report_only`` trains nothing: the report covers the runs already finished in ``output_dir``
     (for reading a long benchmark while it runs, or after it was stopped) and lists the missing ones.
@@ -236,9 +238,15 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
     report = build_report(records, shared["prior"], plan, config)
     report["wall_seconds"] = time.perf_counter() - started
     report["missing_runs"] = missing
+    write_report(report, output_dir)
+    return report
+
+
+def write_report(report: dict[str, Any], output_dir: Path) -> None:
+    """report.json, report.md and the loss-curve figures, so --report-only draws them from finished runs."""
     write_json_atomic(output_dir / "report.json", report)
     (output_dir / "report.md").write_text(render_markdown(report))
-    return report
+    write_loss_curve_figures(report, output_dir)
 
 
 def build_report(records: Sequence[RunRecord], prior: dict[str, float], plan: BenchPlan,
@@ -259,7 +267,8 @@ def build_report(records: Sequence[RunRecord], prior: dict[str, float], plan: Be
         "overhead": overhead_ratio(records),
         "runs": [{"mode": r.mode, "method": r.method, "label": r.row, "target": r.target, "seed": r.seed,
                   "run_id": r.run_id,
-                  "score": r.score(), "loss_after": r.loss_after, "train_seconds": r.train_seconds,
+                  "score": r.score(), "loss_before": r.loss_before, "loss_after": r.loss_after, "steps": r.steps,
+                  "loss_curve": r.loss_curve, "train_seconds": r.train_seconds,
                   "midrun_eval_seconds": r.midrun_eval_seconds, "weight_trajectory": r.weight_trajectory}
                  for r in records],
     }

@@ -1,8 +1,9 @@
-"""The benchmark's arithmetic: per-method tables over seeds, confidence intervals, markdown.
+"""The benchmark's arithmetic: per-method tables over seeds, confidence intervals, loss curves, markdown.
 
 Pure functions over plain records (numpy + scipy only), so the tables are unit-tested without
 training anything. A record is one finished run: its mode, method, target, seed, the base model's
-and the trained model's per-domain held-out loss and accuracy, its timings and weight trajectory.
+and the trained model's per-domain held-out loss and accuracy, its timings, weight trajectory and
+held-out loss at each re-weighting point.
 
 Definitions (the paper's aggregate, and the loss-based score this scale needs: ARCHITECTURE.md "Measuring"):
 
@@ -45,6 +46,8 @@ class RunRecord:
     reweighting_evaluations: int = 0
     """Mid-run evaluations of the held-out set, one per re-weighting point."""
     weight_trajectory: list[dict] = field(default_factory=list)
+    loss_curve: list[dict] = field(default_factory=list)
+    """``{"step", "eval_loss"}`` at each re-weighting point (static mixtures: only with train.eval_static_mixtures)."""
     run_id: Optional[str] = None
     label: Optional[str] = None
     """The table row: a variant's label, or None for the method's own row."""
@@ -63,7 +66,10 @@ class RunRecord:
                    train_seconds=float(summary["train_seconds"]),
                    midrun_eval_seconds=float(summary.get("midrun_eval_seconds", 0.0)),
                    steps=int(summary.get("steps", 0)), reweighting_evaluations=len(summary.get("reweighting_records", [])),
-                   weight_trajectory=list(summary["weight_trajectory"]), run_id=run_id,
+                   weight_trajectory=list(summary["weight_trajectory"]),
+                   loss_curve=[{"step": r["step"], "eval_loss": r["eval_loss"]}
+                               for r in summary.get("reweighting_records", [])],
+                   run_id=run_id,
                    label=label if label and label != summary["method"] else None)
 
     def score(self) -> float:
@@ -234,6 +240,44 @@ def _interval_for_overhead(runs: Sequence[RunRecord], target: float) -> dict[str
     evaluation = float(np.mean([r.midrun_eval_seconds / r.reweighting_evaluations for r in timed]))
     return {"seconds_per_step": step, "seconds_per_evaluation": evaluation, "overhead_target": target,
             "interval_for_target": math.ceil(evaluation / (target * step))}
+
+
+@dataclass
+class LossCurve:
+    """One row's held-out loss on one domain over training steps: mean, min and max over seeds."""
+
+    steps: list[int]
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+
+
+def _loss_points(run: Mapping[str, Any]) -> dict[int, Mapping[str, float]]:
+    """step -> per-domain held-out loss of a report run: the base model, each re-weighting point, the end."""
+    points: dict[int, Mapping[str, float]] = {0: run["loss_before"]}
+    points.update({point["step"]: point["eval_loss"] for point in run["loss_curve"]})
+    points[run["steps"]] = run["loss_after"]
+    return points
+
+
+def loss_curves(runs: Sequence[Mapping[str, Any]], mode: str = "fostering",
+                target: Optional[str] = None) -> dict[str, dict[str, LossCurve]]:
+    """Row label -> domain -> curve, over the report runs of one mode (and expansion target)."""
+    seeds: dict[str, list[dict[int, Mapping[str, float]]]] = {}
+    for run in runs:
+        if run["mode"] == mode and run.get("target") == target:
+            seeds.setdefault(run["label"], []).append(_loss_points(run))
+    return {label: _curves_over_seeds(points) for label, points in seeds.items()}
+
+
+def _curves_over_seeds(seeds: Sequence[dict[int, Mapping[str, float]]]) -> dict[str, LossCurve]:
+    # Only the steps every seed evaluated: a mean over a subset of the seeds would jump where one is missing.
+    steps = sorted(set.intersection(*(set(points) for points in seeds)))
+    curves = {}
+    for domain in seeds[0][0]:
+        values = np.array([[points[step][domain] for step in steps] for points in seeds], dtype=float)
+        curves[domain] = LossCurve(steps, values.mean(0).tolist(), values.min(0).tolist(), values.max(0).tolist())
+    return curves
 
 
 def _est(cell: Mapping[str, Any]) -> Estimate:

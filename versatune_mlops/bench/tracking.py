@@ -13,7 +13,7 @@ from .. import __version__
 from ..integrations.mlflow.run_context import TAG_PREFIX
 from ..integrations.mlflow.tracking import MlflowTrackingHooks, ended_with_status, log_metrics, log_params, run_tags
 from ..training.hooks import TrainingHooks
-from .figures import bench_loss_change_figure, bench_trajectories_figure
+from .figures import bench_loss_change_figure, bench_trajectories_figure, write_loss_curve_figures
 
 
 def bench_run_context(parent_run_id: str, experiment_id: str):
@@ -65,6 +65,7 @@ def log_bench_report(run_id: str, report: Mapping[str, Any], markdown: str) -> N
             bench_loss_change_figure(report["fostering"], folder / "loss_change_by_method.png")
         if report.get("runs"):
             bench_trajectories_figure(report["runs"], folder / "weight_trajectories.png")
+        write_loss_curve_figures(report, folder)
         client.log_artifacts(run_id, str(folder), artifact_path="bench/figures")
 
 
