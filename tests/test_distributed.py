@@ -49,6 +49,8 @@ def test_two_workers_match_one_process(ray_cluster, tmp_path):
     assert double["tokens_trained"] == single["tokens_trained"], "the workers together see the same batches"
     assert _max_weight_gap(single, double) < TOLERANCE
     assert single["final_weights"] != single["initial_weights"], "the weights moved, so the comparison means something"
+    # DDP: every worker holds a whole copy of the parameters and optimizer state.
+    assert double["per_worker"]["parameter_and_optimizer_bytes"] == single["per_worker"]["parameter_and_optimizer_bytes"] * 2
     for d in single["domains"]:
         assert abs(single["eval_loss_after"][d] - double["eval_loss_after"][d]) < 1e-4
 
@@ -174,6 +176,12 @@ def test_fsdp_killed_worker_resumes_to_the_same_weights(ray_cluster, tmp_path):
     assert resumed["steps"] == 8 and resumed["tokens_trained"] == reference["tokens_trained"]
     assert _max_weight_gap(reference, resumed) < TOLERANCE
     assert param_gap(tmp_path / "reference", output) < PARAM_TOLERANCE
+    # Each worker holds its half of the parameters and AdamW moments: together the one process's whole.
+    (whole,) = reference["per_worker"]["parameter_and_optimizer_bytes"]
+    shards = resumed["per_worker"]["parameter_and_optimizer_bytes"]
+    assert len(shards) == 2 and sum(shards) == pytest.approx(whole, rel=0.01)
+    assert max(shards) < 0.55 * whole
+    assert len(resumed["per_worker"]["peak_rss_bytes"]) == 2 and min(resumed["per_worker"]["peak_rss_bytes"]) > 0
 
 
 def test_probe_shares_split_the_samples_evenly():

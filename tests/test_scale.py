@@ -118,3 +118,20 @@ def test_cluster_preset_validates():
     assert config.model.bf16 and not config.model.trust_remote_code
     # The plan: every GPU runs the same number of equal micro-batches per step.
     assert t.batch_size // dc.num_workers // t.micro_batch_size == 4
+
+
+def test_parameter_and_optimizer_bytes_count_weights_and_adam_moments():
+    import torch
+
+    from versatune_mlops.training.loop import parameter_and_optimizer_bytes
+    from versatune_mlops.training.parallel import Parallel
+
+    layer = torch.nn.Linear(10, 4)  # 44 fp32 parameters
+    optimizer = torch.optim.AdamW(layer.parameters())
+    assert parameter_and_optimizer_bytes(layer, optimizer) == 44 * 4, "no optimizer state before the first step"
+    layer(torch.ones(1, 10)).sum().backward()
+    optimizer.step()
+    # exp_avg and exp_avg_sq per parameter (fp32), plus each parameter's scalar step count
+    step_bytes = sum(s["step"].numel() * s["step"].element_size() for s in optimizer.state.values())
+    assert parameter_and_optimizer_bytes(layer, optimizer) == 3 * 44 * 4 + step_bytes
+    assert Parallel().gather(7.0) == [7.0], "one process: its own value"

@@ -37,9 +37,9 @@ def run_ray_benchmark(config: RunConfig, steps: int = 30, worker_counts: tuple[i
 
     The same static mixture and batches for every variant; tokens/s counts the step loop only
     (what each variant's summary reports). Next to it: the wall time of each fit, its start-up (the
-    fit's wall time minus the training function's own: Ray, workers, process group), and the peak
-    RSS of the main worker (of this process for the single-process row, which includes the
-    benchmark's own set-up).
+    fit's wall time minus the training function's own: Ray, workers, process group), and per worker
+    (rank order) its peak RSS and the parameter + optimizer-state bytes it holds (its shards under
+    FSDP). The single-process row's RSS is this process's, which includes the benchmark's set-up.
     """
     from ..integrations.ray.distributed import train_distributed
 
@@ -60,7 +60,9 @@ def run_ray_benchmark(config: RunConfig, steps: int = 30, worker_counts: tuple[i
                 results[f"{strategy}, {workers} worker(s)"] = (summary, time.perf_counter() - started)
     base = _tokens_per_s(results["single process"][0])
     return {name: {"tokens_per_s": _tokens_per_s(summary), "wall_s": wall, "ratio": _tokens_per_s(summary) / base,
-                   "startup_s": wall - summary["wall_seconds"], "peak_rss_gb": (summary.get("peak_rss_bytes") or 0) / 1e9}
+                   "startup_s": wall - summary["wall_seconds"],
+                   "peak_rss_gb": [b / 1e9 for b in summary["per_worker"]["peak_rss_bytes"]],
+                   "state_gb": [b / 1e9 for b in summary["per_worker"]["parameter_and_optimizer_bytes"]]}
             for name, (summary, wall) in results.items()}
 
 

@@ -193,11 +193,13 @@ def cmd_bench_ray(args) -> int:
     if unknown:
         raise VersaTuneError(f"--strategies {args.strategies!r}: unknown {', '.join(unknown)}; use ddp and/or fsdp.")
     results = run_ray_benchmark(config, steps=args.steps, worker_counts=workers, strategies=strategies)
-    print(f"{'variant':<22} {'tokens/s':>10} {'vs single':>10} {'wall s':>8} {'start-up s':>10} {'peak RSS GB':>11}"
-          f"  (same global batch {config.train.batch_size}; RSS of the main worker)")
+    print(f"{'variant':<22} {'tokens/s':>10} {'vs single':>10} {'wall s':>8} {'start-up s':>10} "
+          f"{'peak RSS GB per worker':>24} {'params+optimizer GB per worker':>31}  (same global batch {config.train.batch_size})")
     for name, row in results.items():
+        rss = " / ".join(f"{gb:.2f}" for gb in row["peak_rss_gb"])
+        state = " / ".join(f"{gb:.3f}" for gb in row["state_gb"])
         print(f"{name:<22} {row['tokens_per_s']:>10.1f} {row['ratio']:>10.3f} {row['wall_s']:>8.1f} "
-              f"{row['startup_s']:>10.1f} {row['peak_rss_gb']:>11.2f}")
+              f"{row['startup_s']:>10.1f} {rss:>24} {state:>31}")
     return 0
 
 

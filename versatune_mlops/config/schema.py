@@ -276,7 +276,8 @@ class TuneConfig:
     (before it, trials that differ only in their coefficients have trained identically)."""
     workers_per_trial: int = 0
     """Ray Train workers inside each trial (each trial then builds its own TorchTrainer); 0 trains in
-    the trial's own process. Needs ``asha: false``: see validate()."""
+    the trial's own process. ASHA works with either: a stopped trial's TorchTrainer frees its CPUs
+    (Ray's dashboard, started on loopback, serves the state API that Train's clean-up needs)."""
     memory_per_trial_gb: Optional[float] = None
     """Memory one trial takes (its driver and Train workers together); with the cluster's memory it
     caps how many trials run at once, next to CPUs and GPUs. None: 12 for the embedded SmolLM2 (its

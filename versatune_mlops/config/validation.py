@@ -225,13 +225,6 @@ def _validate_tune(config: RunConfig) -> None:
     _check(tc.workers_per_trial >= 0, f"tune.workers_per_trial={tc.workers_per_trial} must be >= 0.")
     _check(tc.memory_per_trial_gb is None or (_is_number(tc.memory_per_trial_gb) and tc.memory_per_trial_gb > 0),
            f"tune.memory_per_trial_gb={tc.memory_per_trial_gb!r} must be a number of GB > 0, or null (estimate).")
-    # Measured with Ray 2.60 without ray[default]: when ASHA stops a trial that runs its own
-    # TorchTrainer, the trainer's placement group is not cleaned up (the cleaner needs the state
-    # API of the dashboard), its CPUs stay taken and the next trial waits forever.
-    _check(not (tc.asha and tc.workers_per_trial > 0),
-           f"tune.asha=true with tune.workers_per_trial={tc.workers_per_trial} would leak the CPUs of every "
-           f"early-stopped trial's TorchTrainer and hang the sweep. Set tune.asha=false to keep Train workers "
-           f"per trial, or tune.workers_per_trial=0 to stop trials early.")
     for name in COEFFICIENT_BOUNDS:
         bounds = getattr(tc, name)
         _check(isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds),

@@ -156,9 +156,25 @@ def build_summary(config: RunConfig, run: TrainingRun, losses_after: dict[str, f
         # This worker's (rank 0's) peak GPU memory (None on CPU) and peak resident memory.
         "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
         "peak_rss_bytes": peak_rss_bytes(),
+        # Every worker's own figures, in rank order (one entry for a single process): under FSDP each
+        # holds its shard of the parameters and of the optimizer state, under DDP a whole copy.
+        "per_worker": {"peak_rss_bytes": [int(b) for b in run.parallel.gather(peak_rss_bytes() or 0)],
+                       "parameter_and_optimizer_bytes": [
+                           int(b) for b in run.parallel.gather(parameter_and_optimizer_bytes(run.model, run.optimizer))]},
         "model_dir": str(output_dir / "model") if t.save_model else None,
         "config": config.to_dict(),
     }
+
+
+def parameter_and_optimizer_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the parameters and optimizer state this worker holds: its local shards under FSDP
+    (parameters and AdamW moments are DTensors there), whole tensors otherwise."""
+    def local(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+    tensors = [local(p) for p in model.parameters()]
+    tensors += [local(v) for per_param in optimizer.state.values() for v in per_param.values() if torch.is_tensor(v)]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def peak_rss_bytes() -> Optional[int]:

@@ -41,6 +41,13 @@ class Parallel:
         torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
         return tensor.cpu().numpy()
 
+    def gather(self, value: float) -> list[float]:
+        """One number from every worker, in rank order, identical on every worker (e.g. each
+        worker's peak memory, which only that worker can measure)."""
+        slots = np.zeros(self.world_size)
+        slots[self.rank] = value
+        return self.sum(slots).tolist()
+
 
 SINGLE_PROCESS = Parallel()
 

@@ -96,7 +96,10 @@ def ensure_ray(config: RunConfig, num_cpus: Optional[int] = None) -> None:
     if config.distributed.address:
         ray.init(address=config.distributed.address)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+        # The dashboard serves Ray's state API, which Train's PlacementGroupCleaner polls: without it a
+        # TorchTrainer whose controller dies ungracefully (a Tune trial that ASHA stops) keeps its
+        # placement group's CPUs for good, and the next trial waits forever. Loopback only.
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
 
 
 def train_distributed(
