@@ -41,7 +41,7 @@ def test_both_searchers_cover_the_same_space_with_in_process_trials():
     grid, asha = searcher_configs(config, asha_trials=None)
     assert (grid.tune.searcher, grid.tune.asha, asha.tune.searcher, asha.tune.asha) == ("grid", False, "optuna", True)
     assert grid_size(grid) == 9 and asha.tune.num_samples == 9, "by default as many ASHA trials as grid points"
-    assert grid.tune.workers_per_trial == asha.tune.workers_per_trial == 0, "ASHA needs in-process trials"
+    assert grid.tune.workers_per_trial == asha.tune.workers_per_trial == 0, "in-process trials: no per-trial Ray Train start-up in the compute count"
     assert not grid.tune.log_models and not asha.tune.log_models
     assert (grid.tune.alpha, grid.tune.beta) == (asha.tune.alpha, asha.tune.beta) == (config.tune.alpha, config.tune.beta)
     assert searcher_configs(config, asha_trials=4)[1].tune.num_samples == 4

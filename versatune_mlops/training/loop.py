@@ -78,6 +78,10 @@ def train(
     accuracy_after = measure_accuracy(config, inputs, run.model)
     run.timings.eval_seconds += time.perf_counter() - eval_started
     hooks.on_eval(state.step, domain_metrics(losses_after, accuracy_after))
+    if sharded_loss is not None:
+        # FSDP leaves the root unit (embeddings, LM head) gathered after a forward with no backward;
+        # shard it back so what follows, the memory figures included, sees each worker's share.
+        sharded_loss.reshard()
 
     if config.train.save_model:
         # Under FSDP every worker takes part in gathering the weights; rank 0 writes them.
