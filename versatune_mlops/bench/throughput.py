@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-import resource
 import statistics
 import tempfile
 import time
@@ -33,7 +32,7 @@ import torch
 from ..config import RunConfig, from_dict, validate
 from ..data.formatting import collate
 from ..training.evaluation import per_example_loss
-from ..training.loop import train
+from ..training.loop import peak_rss_bytes, train
 from ..training.setup import (assemble_run, initial_state, make_optimizer, prepare_inputs, resolve_prior,
                               training_loss_module)
 from ..training.state import BaseEvaluation
@@ -108,7 +107,7 @@ def model_flops(model: torch.nn.Module, batches: list[dict], lora: bool) -> floa
 def _peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return (peak_rss_bytes() or 0) / 2**30
 
 
 def measure_variant(name: str, config_tree: dict) -> dict[str, Any]:
