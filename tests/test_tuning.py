@@ -5,7 +5,8 @@ from mlflow.tracking import MlflowClient
 
 from versatune_mlops.config import load_config
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.integrations.ray.tuning import FAIL_TRIAL_ENV, TrialRecord, fault_drill, grid_size, pick_best, trial_concurrency
+from versatune_mlops.integrations.ray.tuning import (FAIL_TRIAL_ENV, TrialRecord, fault_drill, grid_size, pick_best,
+                                                     trial_concurrency, trial_cpus)
 
 DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
 
@@ -37,6 +38,17 @@ def test_grid_size_and_concurrency_follow_the_config_and_the_cluster():
     assert trial_concurrency(smollm2, cluster_cpus=16, cluster_memory_gb=16) == 1, "12 GB per SmolLM2 trial"
     sized = load_config("tiny", overrides={"tune.memory_per_trial_gb": 0.5})
     assert trial_concurrency(sized, cluster_cpus=16, cluster_memory_gb=2) == 4
+
+
+def test_a_trial_without_train_workers_gets_its_share_of_the_cpus():
+    in_process = load_config("smollm2", overrides={"tune.workers_per_trial": 0})
+    one_at_a_time = trial_concurrency(in_process, cluster_cpus=2, cluster_memory_gb=20)
+    assert one_at_a_time == 1
+    assert trial_cpus(in_process, cluster_cpus=2, concurrency=one_at_a_time) == 2, "the one trial uses both CPUs"
+    assert trial_cpus(in_process, cluster_cpus=16, concurrency=3) == 5
+    assert trial_cpus(in_process, cluster_cpus=2, concurrency=4) == 1, "never less than one CPU"
+    with_workers = load_config("tiny", overrides={"tune.workers_per_trial": 2})
+    assert trial_cpus(with_workers, cluster_cpus=16, concurrency=5) == 1, "the driver only; workers ask for their own"
 
 
 def test_best_trial_is_picked_among_finished_trials_only():
