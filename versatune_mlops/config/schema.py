@@ -18,7 +18,7 @@ from ..mixing.weights import Coefficients
 
 DEFAULT_DOMAINS = ("law", "medicine", "finance", "science", "code", "general")
 
-# Every method list derives from the strategy registry (mixing/strategies.py): one class per method.
+# Every method list derives from the strategy registry (the mixing/strategies package): one class per method.
 METHODS = method_names()
 EXPANSION_METHODS = method_names(supports_expansion=True)
 EXPANSION_ONLY_METHODS = method_names(expansion_only=True)
