@@ -5,8 +5,8 @@ from mlflow.tracking import MlflowClient
 
 from versatune_mlops.config import load_config
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.integrations.ray.tuning import (FAIL_TRIAL_ENV, TrialRecord, fault_drill, grid_size, pick_best,
-                                                     trial_concurrency, trial_cpus)
+from versatune_mlops.integrations.ray.tuning import (ASHA_TIME_ATTR, FAIL_TRIAL_ENV, TrialRecord, asha_milestones, asha_time,
+                                                     fault_drill, grid_size, pick_best, trial_concurrency, trial_cpus)
 
 DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
 
@@ -49,6 +49,18 @@ def test_a_trial_without_train_workers_gets_its_share_of_the_cpus():
     assert trial_cpus(in_process, cluster_cpus=2, concurrency=4) == 1, "never less than one CPU"
     with_workers = load_config("tiny", overrides={"tune.workers_per_trial": 2})
     assert trial_cpus(with_workers, cluster_cpus=16, concurrency=5) == 1, "the driver only; workers ask for their own"
+
+
+def test_asha_compares_trials_at_equal_steps_whatever_their_interval():
+    config = load_config("tiny", overrides={"tune.interval": [8, 16], "tune.grace_intervals": 1, "train.max_steps": 64})
+    # Interval 16 updates first at step 16; one interval later is step 32, and a trial with interval 8
+    # is compared there too (it reports at step 32 as well), not at its own third report (step 16).
+    assert asha_milestones(config) == {"grace_period": 32, "max_t": 64}
+    single = load_config("tiny", overrides={"tune.interval": [2], "tune.grace_intervals": 2, "train.max_steps": 10})
+    assert asha_milestones(single) == {"grace_period": 6, "max_t": 10}
+    # The final evaluation carries no ASHA time, so ASHA never stops a trial that has run every step.
+    assert asha_time(6, 10) == {ASHA_TIME_ATTR: 6}
+    assert asha_time(10, 10) == {}
 
 
 def test_best_trial_is_picked_among_finished_trials_only():

@@ -273,7 +273,8 @@ class TuneConfig:
     asha: bool = True
     grace_intervals: int = 1
     """ASHA stops no trial before this many re-weighting intervals after the first weight update
-    (before it, trials that differ only in their coefficients have trained identically)."""
+    (before it, trials that differ only in their coefficients have trained identically), counted with
+    the longest interval of ``interval``; ASHA compares trials at equal training steps."""
     workers_per_trial: int = 0
     """Ray Train workers inside each trial (each trial then builds its own TorchTrainer); 0 trains in
     the trial's own process. ASHA works with either: a stopped trial's TorchTrainer frees its CPUs

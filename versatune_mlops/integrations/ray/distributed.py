@@ -36,10 +36,17 @@ class RayCheckpointReporter(TrainingHooks):
 class RayMetricsReporter(TrainingHooks):
     """Reports each evaluation to Ray (inside a Tune trial it reaches Tune through TuneReportCallback)."""
 
+    max_steps = 0
+
+    def on_start(self, config, domains, initial_weights, run_info):
+        self.max_steps = config.train.max_steps
+
     def on_eval(self, step, metrics):
         import ray.train
 
-        ray.train.report({**metrics, "step": step})
+        from .tuning import asha_time
+
+        ray.train.report({**metrics, "step": step, **asha_time(step, self.max_steps)})
 
 
 def _worker(payload: dict[str, Any]) -> None:

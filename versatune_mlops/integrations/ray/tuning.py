@@ -78,6 +78,32 @@ def trial_cpus(config: RunConfig, cluster_cpus: float, concurrency: int) -> int:
     return max(1, int(cluster_cpus // max(1, concurrency)))
 
 
+# ASHA's time attribute: the training step of an evaluation before the last one. The final evaluation
+# does not carry it, so ASHA never acts on it: a STOP there (its step reaches max_t, or a rung falls on
+# the last step) would end the trial before it logs its summary and model, and a trial that ran every
+# step would count as stopped early.
+ASHA_TIME_ATTR = "asha_step"
+
+
+def asha_time(step: int, max_steps: int) -> dict[str, int]:
+    """What a trial's report adds for ASHA at ``step`` (nothing at the final evaluation)."""
+    return {ASHA_TIME_ATTR: step} if step < max_steps else {}
+
+
+def asha_milestones(config: RunConfig) -> dict[str, int]:
+    """ASHA's grace period and horizon, in training steps (see :data:`ASHA_TIME_ATTR`).
+
+    Counted in steps, not in reports, because trials with different intervals report at different
+    steps: counted in reports, a trial with interval 8 met ASHA's first rung at step 16 and was
+    compared with trials of interval 16 at step 32, which had trained twice as long, so a short
+    interval always lost. Each trial reports at step 0, at each re-weighting point and at the end.
+    The first re-weighting point is evaluated before any weight has moved (trials that differ only in
+    their coefficients are identical there), so the first comparison comes ``grace_intervals``
+    intervals after it, for the longest interval of the search space."""
+    tc = config.tune
+    return {"grace_period": max(tc.interval) * (tc.grace_intervals + 1), "max_t": config.train.max_steps}
+
+
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> RunConfig:
     tree = copy.deepcopy(base)
     for name in TUNED:
@@ -118,10 +144,15 @@ def fault_drill() -> Optional[tuple[str, float]]:
 class TuneReporter(TrainingHooks):
     """In-process trials: report each evaluation to Tune."""
 
+    max_steps = 0
+
+    def on_start(self, config, domains, initial_weights, run_info):
+        self.max_steps = config.train.max_steps
+
     def on_eval(self, step, metrics):
         from ray import tune
 
-        tune.report({**metrics, "step": step})
+        tune.report({**metrics, "step": step, **asha_time(step, self.max_steps)})
 
 
 def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) -> None:
@@ -213,13 +244,7 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(seed=tc.seed)
-    # One report at step 0 (base model), then one per re-weighting point, then the final one.
-    # The report at the first re-weighting point is evaluated before any weight has moved, so trials
-    # that differ only in coefficients are still identical there: the grace period counts intervals
-    # from that first update (report 2), i.e. the first comparison is grace_intervals after it.
-    max_reports = config.train.max_steps // min(tc.interval) + 2
-    scheduler = (ASHAScheduler(time_attr="training_iteration", grace_period=tc.grace_intervals + 2,
-                               max_t=max_reports) if tc.asha else None)
+    scheduler = ASHAScheduler(time_attr=ASHA_TIME_ATTR, **asha_milestones(config)) if tc.asha else None
     output_dir = Path(output_dir).resolve()
     sweep = {"parent_run_id": parent_run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri,
              "output_dir": str(output_dir / "trials"), "log_models": tc.log_models, "fail_trial": fail_trial}
