@@ -1,4 +1,4 @@
-cd /work/main
+# Run from the repository root after `make install`; the sweep logs to a scratch MLflow store in /tmp.
 .venv/bin/versatune tune --preset smollm2-multigenre --searcher optuna --num-trials 8 --max-steps 64 \
   --prior-file benchmarks/tune-multigenre/distribution.json \
   --set method.method=versatune --set train.seed=0 --set train.eval_accuracy=false --set method.specialist_steps=64 \

@@ -1,0 +1,8 @@
+# Run from the repository root after `make install`; the sweep logs to a scratch MLflow store in /tmp.
+.venv/bin/versatune tune --preset smollm2-multigenre --searcher optuna --num-trials 8 --max-steps 64 \
+  --prior-file benchmarks/tune-multigenre/distribution.json \
+  --set method.method=doremi --set method.interval=16 --set train.seed=0 --set train.eval_accuracy=false --set method.specialist_steps=64 \
+  --set 'tune.alpha=[1,1]' --set 'tune.beta=[1,1]' --set 'tune.eta=[0.5,30]' --set 'tune.epsilon=[0,0]' \
+  --set 'tune.interval=[16]' --set tune.memory_per_trial_gb=20 --set tune.log_models=false \
+  --tracking-uri sqlite:////tmp/versatune-tune/mlflow.db --experiment tune-multigenre --run-name tune-doremi \
+  --output-dir /tmp/versatune-tune/out
