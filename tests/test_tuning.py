@@ -5,8 +5,9 @@ from mlflow.tracking import MlflowClient
 
 from versatune_mlops.config import load_config
 from versatune_mlops.errors import ConfigError
-from versatune_mlops.integrations.ray.tuning import (ASHA_TIME_ATTR, FAIL_TRIAL_ENV, TrialRecord, asha_milestones, asha_time,
-                                                     fault_drill, grid_size, pick_best, trial_concurrency, trial_cpus)
+from versatune_mlops.integrations.ray.reports import ASHA_TIME_ATTR, asha_time
+from versatune_mlops.integrations.ray.tuning import (FAIL_TRIAL_ENV, TrialRecord, asha_milestones, fault_drill, grid_size,
+                                                     pick_best, trial_concurrency, trial_cpus)
 
 DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
 

@@ -15,38 +15,12 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from ...training.checkpointing import PREFIX
 from ...config import RunConfig, from_dict, validate
 from ...errors import ConfigError
 from ...training.hooks import TrainingHooks
+from .reports import RayCheckpointReporter, RayMetricsReporter
 
 log = logging.getLogger(__name__)
-
-
-class RayCheckpointReporter(TrainingHooks):
-    """Hands each checkpoint to Ray Train (every worker must call report the same number of times)."""
-
-    def on_checkpoint(self, step, path):
-        import ray.train
-
-        checkpoint = ray.train.Checkpoint.from_directory(path) if path else None
-        ray.train.report({"step": step}, checkpoint=checkpoint, checkpoint_dir_name=f"{PREFIX}{step:06d}")
-
-
-class RayMetricsReporter(TrainingHooks):
-    """Reports each evaluation to Ray (inside a Tune trial it reaches Tune through TuneReportCallback)."""
-
-    max_steps = 0
-
-    def on_start(self, config, domains, initial_weights, run_info):
-        self.max_steps = config.train.max_steps
-
-    def on_eval(self, step, metrics):
-        import ray.train
-
-        from .tuning import asha_time
-
-        ray.train.report({**metrics, "step": step, **asha_time(step, self.max_steps)})
 
 
 def _worker(payload: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ...config import TUNED, RunConfig, from_dict, objective_mode, validate
 from ...errors import ConfigError
-from ...training.hooks import TrainingHooks
+from .reports import ASHA_TIME_ATTR, TuneReporter
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +78,6 @@ def trial_cpus(config: RunConfig, cluster_cpus: float, concurrency: int) -> int:
     return max(1, int(cluster_cpus // max(1, concurrency)))
 
 
-# ASHA's time attribute: the training step of an evaluation before the last one. The final evaluation
-# does not carry it, so ASHA never acts on it: a STOP there (its step reaches max_t, or a rung falls on
-# the last step) would end the trial before it logs its summary and model, and a trial that ran every
-# step would count as stopped early.
-ASHA_TIME_ATTR = "asha_step"
-
-
-def asha_time(step: int, max_steps: int) -> dict[str, int]:
-    """What a trial's report adds for ASHA at ``step`` (nothing at the final evaluation)."""
-    return {ASHA_TIME_ATTR: step} if step < max_steps else {}
-
-
 def asha_milestones(config: RunConfig) -> dict[str, int]:
     """ASHA's grace period and horizon, in training steps (see :data:`ASHA_TIME_ATTR`).
 
@@ -139,20 +127,6 @@ def fault_drill() -> Optional[tuple[str, float]]:
         raise ConfigError(f"{FAIL_TRIAL_ENV}={text!r} must look like PARAM=VALUE with PARAM one of "
                           f"{', '.join((*TUNED, 'interval'))}, e.g. alpha=1.0. Unset it to run every trial normally.")
     return name.strip(), number
-
-
-class TuneReporter(TrainingHooks):
-    """In-process trials: report each evaluation to Tune."""
-
-    max_steps = 0
-
-    def on_start(self, config, domains, initial_weights, run_info):
-        self.max_steps = config.train.max_steps
-
-    def on_eval(self, step, metrics):
-        from ray import tune
-
-        tune.report({**metrics, "step": step, **asha_time(step, self.max_steps)})
 
 
 def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) -> None:
