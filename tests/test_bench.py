@@ -143,7 +143,19 @@ def test_expansion_kept_gain_and_degradation_reduction_are_relative_to_target_on
     assert rows["versatune"]["non_target_change"]["mean"] == pytest.approx(0.1)
     assert rows["versatune"]["degradation_reduction"]["mean"] == pytest.approx(1 - 0.1 / 0.3)
     markdown = render_markdown({"expansion": expansion_table(records)})
-    assert "| versatune | 1 | 0.3600 | 0.1000 | 90.0% | +66.7% |" in markdown
+    assert "| versatune | 1 | 0.3600 | 0.1000 | 0.1000 | 90.0% | +66.7% |" in markdown
+
+
+def test_degradation_counts_only_the_domains_that_got_worse():
+    # The specialist forgets medicine (+0.1) while finance improves more (-0.3): its net non-target change
+    # is negative, yet it degrades medicine; the mixture degrades nothing.
+    records = [record("target_only", 0, (1.6, 2.1, 1.7), mode="expansion", target="law"),
+               record("versatune", 0, (1.7, 1.95, 1.9), mode="expansion", target="law")]
+    rows = {r["method"]: r for r in expansion_table(records)["targets"][0]["rows"]}
+    assert rows["target_only"]["non_target_change"]["mean"] == pytest.approx(-0.2)
+    assert rows["target_only"]["non_target_degradation"]["mean"] == pytest.approx(0.1)
+    assert rows["versatune"]["non_target_degradation"]["mean"] == pytest.approx(0.0)
+    assert rows["versatune"]["degradation_reduction"]["mean"] == pytest.approx(1.0)
 
 
 def test_overhead_ratio_counts_the_dynamic_methods_evaluations():

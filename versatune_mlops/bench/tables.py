@@ -13,8 +13,10 @@ Definitions (the paper's aggregate, and the loss-based score this scale needs: A
 - loss-reduction gain over uniform = Δ̄(method) / Δ̄(uniform) − 1 where Δ̄ is the mean per-domain
   loss reduction vs the base model: the same comparison on a scale where the base model is 0;
 - expansion: target gain = loss reduction on the target; non-target change = Σ over the other
-  domains of (loss after − loss before) (> 0 is degradation); kept = target gain / the 100%-target
-  run's target gain; degradation reduction = 1 − change / the 100%-target run's change.
+  domains of (loss after − loss before); non-target degradation = Σ over the other domains of the
+  increases only, max(0, loss after − loss before), because a specialist that forgets one domain
+  while its genre-mates improve has a negative net change yet degrades; kept = target gain / the
+  100%-target run's target gain; degradation reduction = 1 − degradation / the 100%-target run's.
 """
 
 from __future__ import annotations
@@ -194,6 +196,9 @@ def expansion_table(records: Sequence[RunRecord]) -> dict[str, Any]:
         def non_target(r: RunRecord) -> float:
             return float(sum(r.change(d) for d in others))
 
+        def degradation(r: RunRecord) -> float:
+            return float(sum(max(0.0, r.change(d)) for d in others))
+
         rows = []
         for method, method_runs in grouped.items():
             rows.append({
@@ -201,11 +206,12 @@ def expansion_table(records: Sequence[RunRecord]) -> dict[str, Any]:
                 "seeds": sorted(r.seed for r in method_runs),
                 "target_gain": estimate([gain(r) for r in method_runs]).to_json(),
                 "non_target_change": estimate([non_target(r) for r in method_runs]).to_json(),
+                "non_target_degradation": estimate([degradation(r) for r in method_runs]).to_json(),
                 "kept": estimate(_paired(method_runs, specialist,
                                          lambda r, s: gain(r) / gain(s) if gain(s) > 0 else float("nan"))).to_json(),
                 "degradation_reduction": estimate(_paired(
                     method_runs, specialist,
-                    lambda r, s: 1.0 - non_target(r) / non_target(s) if non_target(s) > 0 else float("nan"))).to_json(),
+                    lambda r, s: 1.0 - degradation(r) / degradation(s) if degradation(s) > 0 else float("nan"))).to_json(),
             })
         out.append({"target": target, "rows": rows})
     return {"targets": out}
@@ -316,12 +322,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines.append("")
     for block in (report.get("expansion") or {}).get("targets", []):
         lines += [f"### Expansion, target = {block['target']} (loss changes vs the base model)", "",
-                  "| method | seeds | target gain (loss reduction) | non-target change (sum, > 0 = degradation) |"
-                  " target gain kept vs 100% target | non-target degradation reduction |",
-                  "|---|---|---|---|---|---|"]
+                  "| method | seeds | target gain (loss reduction) | non-target change (sum) |"
+                  " non-target degradation (sum of increases) | target gain kept vs 100% target |"
+                  " non-target degradation reduction |",
+                  "|---|---|---|---|---|---|---|"]
         for row in block["rows"]:
             lines.append(f"| {row['method']} | {len(row['seeds'])} | {_est(row['target_gain']).format(4)}"
-                         f" | {_est(row['non_target_change']).format(4)} | {_est(row['kept']).format(1, 100, '%', signed=False)}"
+                         f" | {_est(row['non_target_change']).format(4)} | {_est(row['non_target_degradation']).format(4)}"
+                         f" | {_est(row['kept']).format(1, 100, '%', signed=False)}"
                          f" | {_est(row['degradation_reduction']).format(1, 100, '%')} |")
         lines.append("")
     overhead = report.get("overhead")
