@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from versatune_mlops.bench.methods import (EXPANSION_METHODS, FOSTERING_METHODS, REFERENCE_ABLATIONS, BenchPlan,
                                            BenchVariant, check_plan)
-from versatune_mlops.bench.tables import (RunRecord, estimate, expansion_table, fostering_table, overhead_ratio,
-                                          render_markdown)
+from versatune_mlops.bench.tables import (RunRecord, estimate, expansion_table, fostering_table, head_to_head,
+                                          overhead_ratio, render_markdown)
 from versatune_mlops.config import load_config
 from versatune_mlops.errors import ConfigError
 from versatune_mlops.mixing.strategies import build_strategy
@@ -83,6 +83,33 @@ def _curve_report(*summaries):
 
     records = [RunRecord.from_summary(s) for s in summaries]
     return build_report(records, {d: 1 / 3 for d in DOMAINS}, BenchPlan(), load_config("tiny"))
+
+
+def test_head_to_head_pairs_by_seed_and_says_which_rows_the_headline_beats():
+    seeds = (0, 1, 2)
+    mine = [record("tuned", s, (1.80 + 0.01 * s,) * 3) for s in seeds]
+    # Clearly worse every seed; clearly better every seed; worse on two seeds, better on one.
+    worse = [record("uniform", s, (1.90 + 0.01 * s,) * 3) for s in seeds]
+    better = [record("oracle", s, (1.70 + 0.01 * s,) * 3) for s in seeds]
+    mixed = [record("doremi", s, after) for s, after in zip(seeds, ((1.85,) * 3, (1.86,) * 3, (1.70,) * 3))]
+    lone = [record("aioli", 1, (1.90,) * 3), record("aioli", 7, (1.0,) * 3)]  # seed 7: nothing to pair with
+    duel = head_to_head([*mine, *worse, *better, *mixed, *lone], "tuned")
+
+    rows = {r["method"]: r for r in duel["rows"]}
+    assert duel["headline"] == "tuned" and set(rows) == {"uniform", "oracle", "doremi", "aioli"}
+    assert rows["uniform"]["verdict"] == "beats" and rows["oracle"]["verdict"] == "loses"
+    assert rows["doremi"]["verdict"] == "not separated"
+    expected = np.mean([math.exp(-(1.80 + 0.01 * s)) / math.exp(-(1.90 + 0.01 * s)) - 1 for s in seeds])
+    assert rows["uniform"]["gain"]["mean"] == pytest.approx(expected)
+    assert rows["uniform"]["seeds"] == [0, 1, 2]
+    assert rows["aioli"]["seeds"] == [1] and rows["aioli"]["verdict"] == "one seed: no interval"
+    assert rows["aioli"]["gain"]["mean"] == pytest.approx(math.exp(-1.81) / math.exp(-1.90) - 1)
+
+    markdown = render_markdown({"head_to_head": duel})
+    assert "### Head to head: tuned vs every other row" in markdown
+    assert "| uniform | 3 | +" in markdown and "| beats |" in markdown and "| oracle | 3 | -" in markdown
+    assert head_to_head(worse, "tuned")["rows"] == []  # no headline runs: no table
+    assert "Head to head" not in render_markdown({"head_to_head": head_to_head(worse, "tuned")})
 
 
 def test_loss_curves_are_the_mean_and_range_over_seeds_at_every_evaluated_step():
@@ -210,10 +237,17 @@ def test_expansion_methods_are_validated(overrides, fragment):
     (BenchPlan(variants=[BenchVariant("longer", {"train.max_steps": 99})]), "may change only method"),
     (BenchPlan(variants=[BenchVariant("other_prior", {"method.prior": {"law": 1.0}})]), "may change only method"),
     (BenchPlan(variants=[BenchVariant("same", {})]), "has no overrides"),
+    (BenchPlan(headline="versatune_tuned"), "--headline 'versatune_tuned' is not a fostering row"),
+    (BenchPlan(fostering_methods=["uniform"], headline="versatune"), "is not a fostering row"),
 ])
 def test_bad_plans_fail_before_training(plan, fragment):
     with pytest.raises(ConfigError, match=fragment):
         check_plan(plan, DOMAINS)
+
+
+def test_the_headline_may_be_a_variant():
+    check_plan(BenchPlan(variants=[BenchVariant("tuned", {"method.eta": 20})], headline="tuned"), DOMAINS)
+    check_plan(BenchPlan(headline="doremi"), DOMAINS)
 
 
 def test_cli_rejects_a_bad_target_before_any_run(tmp_path, monkeypatch, capsys):
@@ -235,7 +269,7 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
     args = ["bench", "--preset", "tiny", "--quick", "--max-steps", "6", "--set", "method.interval=3",
             "--set", "train.eval_accuracy=true", "--set", "data.source=multigenre",
             "--set", "data.self_answer_max_tokens=16", "--variant", "versatune_paper:method=versatune,beta=0",
-            "--experiment", "bench", "--output-dir", str(out)]
+            "--headline", "versatune_paper", "--experiment", "bench", "--output-dir", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
@@ -255,6 +289,10 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
     assert expansion["target"] == domains[0]
     assert [r["method"] for r in expansion["rows"]] == list(EXPANSION_METHODS)
     assert report["overhead"]["ratio"] > 0
+    duel = report["head_to_head"]
+    assert duel["headline"] == "versatune_paper" and len(duel["rows"]) == len(FOSTERING_METHODS)
+    assert {r["verdict"] for r in duel["rows"]} == {"one seed: no interval"}
+    assert "Head to head: versatune_paper vs every other row" in printed
     assert "| versatune |" in printed and "Expansion, target = law" in printed and "accuracy after training" in printed
 
     # Only the dynamic methods evaluate mid-run; the static mixtures skip it.
@@ -276,6 +314,7 @@ def test_quick_bench_runs_every_method_as_child_runs_and_resumes(tmp_path, monke
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "bench")}
     assert {"bench/report.json", "bench/report.md", "bench/figures"} <= artifacts
     assert parent.data.metrics["bench/gain_over_uniform/uniform"] == pytest.approx(0.0)
+    assert math.isfinite(parent.data.metrics["bench/head_to_head/versatune_paper_vs/uniform"])
 
     # A rerun into the same folder reuses every finished run: same numbers, children tagged reused.
     (out / "runs" / "fostering-odm-seed0" / "summary.json").unlink()  # this one is trained again

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional, Sequence
 
 from .figures import write_loss_curve_figures
-from .tables import RunRecord, expansion_table, fostering_table, overhead_ratio, render_markdown
+from .tables import RunRecord, expansion_table, fostering_table, head_to_head, overhead_ratio, render_markdown
 from ..training.checkpointing import write_json_atomic
 from ..config import RunConfig, from_dict, set_dotted, validate
 from ..errors import ConfigError
@@ -68,6 +68,9 @@ REFERENCE_ABLATIONS = (
     BenchVariant("versatune_specialist", {"method.method": "versatune", "method.reference": "specialist"}),
 )
 
+# The row the head-to-head table compares with every other row unless --headline names another.
+DEFAULT_HEADLINE = "versatune"
+
 # Variants change how the mixture moves, nothing else: the budget, data and prior stay shared.
 VARIANT_FORBIDDEN_KEYS = ("method.mode", "method.target", "method.prior")
 
@@ -86,6 +89,9 @@ class BenchPlan:
     every method has a loss curve. Off by default: it changes every static run's config, so a
     benchmark folder's finished static runs would train again, and it adds their evaluations to the
     cross-run overhead ratio (the within-run ratio is unaffected)."""
+    headline: Optional[str] = None
+    """The row compared head to head with every other fostering row (default: versatune), e.g. a
+    tuned variant's label."""
 
 
 @dataclass
@@ -126,6 +132,10 @@ def check_plan(plan: BenchPlan, domains: Sequence[str]) -> None:
         if not variant.overrides:
             raise ConfigError(f"Variant {variant.label!r} has no overrides, so it would repeat a method; "
                               f"give it e.g. method.method=versatune,method.beta=0.")
+    if plan.headline is not None and plan.headline not in [*plan.fostering_methods, *labels]:
+        raise ConfigError(f"--headline {plan.headline!r} is not a fostering row of this benchmark; name one of "
+                          f"{', '.join([*plan.fostering_methods, *labels]) or '(none)'}, or add it with --methods "
+                          f"or --variant.")
     if not plan.fostering_methods and not plan.variants and not (plan.targets and plan.expansion_methods):
         raise ConfigError("Nothing to run: give fostering methods, or expansion targets and methods.")
 
@@ -264,6 +274,7 @@ def build_report(records: Sequence[RunRecord], prior: dict[str, float], plan: Be
                     "python": platform.python_version()},
         "fostering": fostering_table(records),
         "expansion": expansion_table(records),
+        "head_to_head": head_to_head(records, plan.headline or DEFAULT_HEADLINE),
         "overhead": overhead_ratio(records),
         "runs": [{"mode": r.mode, "method": r.method, "label": r.row, "target": r.target, "seed": r.seed,
                   "run_id": r.run_id,

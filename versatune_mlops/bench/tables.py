@@ -10,6 +10,9 @@ Definitions (the paper's aggregate, and the loss-based score this scale needs: A
 - per-domain score = exp(−held-out loss) (the per-token likelihood); the run's score is the mean over
   domains (``score/multi_domain``);
 - relative gain over uniform = score(method) / score(uniform) − 1, paired by seed, in %;
+- head to head: score(headline row) / score(other row) − 1, paired by seed, for every other row; the
+  headline "beats" a row when the whole 95% interval is above zero, "loses" when it is below, and
+  otherwise the two are not told apart at this number of seeds;
 - loss-reduction gain over uniform = Δ̄(method) / Δ̄(uniform) − 1 where Δ̄ is the mean per-domain
   loss reduction vs the base model: the same comparison on a scale where the base model is 0;
 - expansion: target gain = loss reduction on the target; non-target change = Σ over the other
@@ -178,6 +181,37 @@ def fostering_table(records: Sequence[RunRecord]) -> dict[str, Any]:
             "base": {"loss": base.loss_before, "accuracy": base.accuracy_before, "score": base.base_score()}}
 
 
+def head_to_head(records: Sequence[RunRecord], headline: str) -> dict[str, Any]:
+    """The headline row against every other fostering row, paired by seed: is it better, with intervals?
+
+    This is the comparison the method has to win (every baseline, not just uniform), so the verdict
+    is spelled out per row rather than left to reading two overlapping intervals."""
+    grouped = _by_method([r for r in records if r.mode == "fostering"])
+    if headline not in grouped:
+        return {"headline": headline, "rows": []}
+    mine = grouped[headline]
+    rows = []
+    for other, runs in grouped.items():
+        if other == headline:
+            continue
+        gain = estimate(_paired(mine, runs, lambda m, o: _ratio_minus_one(m.score(), o.score())))
+        rows.append({"method": other, "seeds": sorted(set(r.seed for r in mine) & set(r.seed for r in runs)),
+                     "gain": gain.to_json(), "verdict": _verdict(gain)})
+    return {"headline": headline, "rows": rows}
+
+
+def _verdict(gain: Estimate) -> str:
+    if gain.n == 0:
+        return "no common seed"
+    if gain.half_width is None:
+        return "one seed: no interval"
+    if gain.low > 0:
+        return "beats"
+    if gain.high < 0:
+        return "loses"
+    return "not separated"
+
+
 def expansion_table(records: Sequence[RunRecord]) -> dict[str, Any]:
     """Per target: target gain, non-target change, share of the specialist's gain kept, degradation cut."""
     records = [r for r in records if r.mode == "expansion"]
@@ -319,6 +353,15 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             lines.append("| (base model) | " + " | ".join(f"{base['accuracy'][d]:.3f}" if d in base["accuracy"]
                                                           else "n/a" for d in domains)
                          + f" | {float(np.mean(list(base['accuracy'].values()))):.3f} |")
+        lines.append("")
+    duel = report.get("head_to_head") or {}
+    if duel.get("rows"):
+        lines += [f"### Head to head: {duel['headline']} vs every other row (score ratio − 1, paired by seed, "
+                  "mean ± 95% CI)", "", f"| {duel['headline']} vs | paired seeds | score gain | verdict |",
+                  "|---|---|---|---|"]
+        for row in duel["rows"]:
+            lines.append(f"| {row['method']} | {len(row['seeds'])} | {_est(row['gain']).format(2, 100, '%')}"
+                         f" | {row['verdict']} |")
         lines.append("")
     for block in (report.get("expansion") or {}).get("targets", []):
         lines += [f"### Expansion, target = {block['target']} (loss changes vs the base model)", "",

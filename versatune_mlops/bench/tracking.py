@@ -51,6 +51,9 @@ def log_bench_report(run_id: str, report: Mapping[str, Any], markdown: str) -> N
     for row in (report.get("fostering") or {}).get("rows", []):
         metrics[f"bench/score/{row['method']}"] = row["score"]["mean"]
         metrics[f"bench/gain_over_uniform/{row['method']}"] = row["gain_over_uniform"]["mean"]
+    duel = report.get("head_to_head") or {}
+    for row in duel.get("rows", []):
+        metrics[f"bench/head_to_head/{duel['headline']}_vs/{row['method']}"] = row["gain"]["mean"]
     for block in (report.get("expansion") or {}).get("targets", []):
         for row in block["rows"]:
             metrics[f"bench/expansion/{block['target']}/kept/{row['method']}"] = row["kept"]["mean"]

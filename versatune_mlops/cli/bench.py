@@ -29,6 +29,9 @@ def add_parsers(sub) -> None:
                          "--variant versatune_paper:method=versatune,beta=0 (keys without a section are method.*)")
     methods.add_argument("--reference-ablations", action="store_true",
                          help="add VersaTune rows with the released_code, curve_fit and specialist references")
+    methods.add_argument("--headline", default=None, metavar="ROW",
+                         help="the fostering row compared head to head with every other row, paired by seed "
+                         "(default: versatune), e.g. a tuned --variant's label")
     methods.add_argument("--static-curves", action="store_true",
                          help="evaluate static mixtures at the re-weighting points too, so every method has a loss "
                          "curve (changes the static runs' configs: a finished folder's static runs train again)")
@@ -111,7 +114,7 @@ def cmd_bench(args) -> int:
                      expansion_methods=csv(args.expansion_methods) or list(EXPANSION_METHODS),
                      variants=[parse_variant(text) for text in args.variant]
                      + (list(REFERENCE_ABLATIONS) if args.reference_ablations else []),
-                     static_curves=args.static_curves)
+                     static_curves=args.static_curves, headline=args.headline)
     check_plan(plan, domains)  # before any run exists
     start_tracking(args)
     tags = {"versatune.step": "bench", "versatune.preset": config.preset or "custom"}
