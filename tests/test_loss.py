@@ -12,7 +12,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from versatune_mlops.data.formatting import IGNORE_INDEX, collate
 from versatune_mlops.training.evaluation import per_example_loss
 from versatune_mlops.training.loop import train
-from versatune_mlops.training.loss import ResponseLoss, split_body_and_head
+from versatune_mlops.training import loss as loss_module
+from versatune_mlops.training.loss import ResponseLoss, autocast_context, effective_bf16, split_body_and_head
 from versatune_mlops.training.models import _wrap_lora
 from versatune_mlops.training.setup import prepare_inputs
 
@@ -125,6 +126,47 @@ def test_memory_options_train_and_lower_the_loss(tiny_config, tmp_path, extra):
     summary = train(config, tmp_path, inputs=inputs)
     before, after = summary["metrics_before"]["eval_loss/mean"], summary["metrics_after"]["eval_loss/mean"]
     assert after < before
+
+
+def _cpu_bf16(monkeypatch, native: bool) -> None:
+    """Pretend this CPU has (or lacks) bf16 instructions, whatever the machine running the test has."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(loss_module, "_warned_no_native_bf16", False)
+
+
+def test_bf16_autocast_runs_on_a_cpu_with_bf16_instructions(monkeypatch):
+    _cpu_bf16(monkeypatch, native=True)
+    model = _model(tied=True)
+    with autocast_context(model, bf16=True):
+        assert torch.is_autocast_enabled("cpu")
+        assert model.model.layers[0].mlp.up_proj(torch.ones(1, 64)).dtype == torch.bfloat16
+    assert effective_bf16(model, True) and not effective_bf16(model, False)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_computes_in_fp32_and_says_so(monkeypatch, caplog):
+    """torch would run every bf16 matmul in a scalar fallback kernel there (34x slower than fp32, measured)."""
+    _cpu_bf16(monkeypatch, native=False)
+    model = _model(tied=True)
+    with caplog.at_level(logging.WARNING, logger="versatune_mlops.training.loss"):
+        for _ in range(2):
+            with autocast_context(model, bf16=True):
+                assert not torch.is_autocast_enabled("cpu")
+                assert model.model.layers[0].mlp.up_proj(torch.ones(1, 64)).dtype == torch.float32
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, "warned once per process, not per step"
+    assert "no bf16 instructions" in warnings[0] and "model.bf16=false" in warnings[0]
+    assert not effective_bf16(model, True)
+
+
+def test_the_run_summary_records_the_precision_it_computed_in(tiny_config, tmp_path, monkeypatch):
+    _cpu_bf16(monkeypatch, native=False)
+    config = tiny_config(**{"train.max_steps": 2, "method.method": "uniform", "train.save_model": False,
+                            "train.eval_accuracy": False, "model.bf16": True})
+    summary = train(config, tmp_path)
+    assert summary["precision"] == "float32" and summary["config"]["model"]["bf16"] is True
+    _cpu_bf16(monkeypatch, native=True)
+    assert train(config, tmp_path / "native")["precision"] == "bfloat16"
 
 
 def test_wrapping_lora_prints_no_deprecation_warning():

@@ -34,10 +34,42 @@ _HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "output_multiplier_sca
 
 
 def autocast_context(model: torch.nn.Module, bf16: bool):
+    """bf16 autocast when ``bf16`` is set and the device computes bf16 natively; fp32 otherwise."""
     if not bf16:
         return contextlib.nullcontext()
     device_type = next(model.parameters()).device.type
+    if device_type == "cpu" and not cpu_has_native_bf16():
+        _warn_no_native_bf16()
+        return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX). Without them torch's CPU bf16
+    matmuls take a scalar fallback kernel: measured on a 2-core AVX2 EPYC, a SmolLM2 LoRA step took
+    425 s under bf16 autocast against 12.6 s in fp32 (34x), where an AMX CPU ran it 2.5x faster."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if not all(callable(check) for check in checks):
+        return True  # a torch without these probes: trust the configuration
+    return any(check() for check in checks)
+
+
+def effective_bf16(model: torch.nn.Module, bf16: bool) -> bool:
+    """Whether ``model.bf16`` really computes in bf16 on this worker (what the run summary records)."""
+    return bf16 and (next(model.parameters()).device.type != "cpu" or cpu_has_native_bf16())
+
+
+_warned_no_native_bf16 = False
+
+
+def _warn_no_native_bf16() -> None:
+    global _warned_no_native_bf16
+    if not _warned_no_native_bf16:
+        _warned_no_native_bf16 = True
+        log.warning("model.bf16=true, but this CPU (%s) has no bf16 instructions (AVX512-BF16 or AMX): torch would "
+                    "run every bf16 matmul in a fallback kernel, ~30x slower than fp32. This process computes in "
+                    "fp32 instead (the run summary records precision=float32). Set model.bf16=false on such "
+                    "machines to silence this.", torch.backends.cpu.get_cpu_capability())
 
 
 def split_body_and_head(model: torch.nn.Module) -> Optional[tuple[torch.nn.Module, torch.nn.Module]]:
