@@ -37,11 +37,10 @@ def autocast_context(model: torch.nn.Module, bf16: bool):
     """bf16 autocast when ``bf16`` is set and the device computes bf16 natively; fp32 otherwise."""
     if not bf16:
         return contextlib.nullcontext()
-    device_type = next(model.parameters()).device.type
-    if device_type == "cpu" and not cpu_has_native_bf16():
+    if not effective_bf16(model, bf16):
         _warn_no_native_bf16()
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=next(model.parameters()).device.type, dtype=torch.bfloat16)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -55,7 +54,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def effective_bf16(model: torch.nn.Module, bf16: bool) -> bool:
-    """Whether ``model.bf16`` really computes in bf16 on this worker (what the run summary records)."""
+    """Whether ``model.bf16`` really computes in bf16 on this worker: the one place that decides, for
+    the autocast and for the run summary's ``precision``."""
     return bf16 and (next(model.parameters()).device.type != "cpu" or cpu_has_native_bf16())
 
 
