@@ -18,8 +18,9 @@ from versatune_mlops.mixing.strategies import build_strategy
 DOMAINS = ["law", "medicine", "finance"]
 
 
-def record(method, seed, after, *, mode="fostering", target=None, before=(2.0, 2.0, 2.0), seconds=10.0, midrun=0.0):
-    return RunRecord(mode=mode, method=method, seed=seed, domains=DOMAINS, target=target,
+def record(method, seed, after, *, mode="fostering", target=None, before=(2.0, 2.0, 2.0), seconds=10.0, midrun=0.0,
+           precision=None):
+    return RunRecord(mode=mode, method=method, seed=seed, domains=DOMAINS, target=target, precision=precision,
                      loss_before=dict(zip(DOMAINS, before)), loss_after=dict(zip(DOMAINS, after)),
                      accuracy_after={d: 0.25 for d in DOMAINS}, train_seconds=seconds, midrun_eval_seconds=midrun,
                      weight_trajectory=[{"step": 0, "weights": {d: 1 / 3 for d in DOMAINS}}])
@@ -112,6 +113,104 @@ def test_head_to_head_pairs_by_seed_and_says_which_rows_the_headline_beats():
     assert "Head to head" not in render_markdown({"head_to_head": head_to_head(worse, "tuned")})
 
 
+def test_a_seed_whose_two_runs_computed_at_different_precisions_is_left_out_of_the_pair_and_listed():
+    # Seed 2's uniform ran in bf16 on one machine, the tuned row in fp32 on another: their difference
+    # would carry the precision offset, so it must not enter the paired interval.
+    bf16, fp32 = "bfloat16", "float32"
+    uniform = [record("uniform", 1, (1.90,) * 3, precision=bf16), record("uniform", 2, (1.95,) * 3, precision=bf16),
+               record("uniform", 3, (1.92,) * 3, precision=fp32)]
+    tuned = [record("tuned", 1, (1.89,) * 3, precision=bf16), record("tuned", 2, (1.80,) * 3, precision=fp32),
+             record("tuned", 3, (1.91,) * 3, precision=fp32)]
+    gains = [math.exp(-1.89) / math.exp(-1.90) - 1, math.exp(-1.91) / math.exp(-1.92) - 1]
+
+    rows = {r["method"]: r for r in fostering_table([*uniform, *tuned])["rows"]}
+    assert rows["tuned"]["gain_over_uniform"]["n"] == 2
+    assert rows["tuned"]["gain_over_uniform"]["mean"] == pytest.approx(np.mean(gains))
+    assert rows["tuned"]["left_out_of_pairing"] == {"2": "float32 vs bfloat16"}
+    assert rows["tuned"]["precision"] == ["bfloat16", "float32"] and rows["uniform"]["left_out_of_pairing"] == {}
+
+    duel = head_to_head([*uniform, *tuned], "tuned")["rows"][0]
+    assert duel["seeds"] == [1, 3] and duel["gain"]["mean"] == pytest.approx(np.mean(gains))
+    assert duel["left_out_of_pairing"] == {"2": "float32 vs bfloat16"}
+
+    specialist = [record("target_only", 2, (1.5, 2.1, 2.1), mode="expansion", target="law", precision=bf16)]
+    mixed = [record("versatune", 2, (1.6, 2.0, 2.0), mode="expansion", target="law", precision=fp32)]
+    expansion = {r["method"]: r for r in expansion_table([*specialist, *mixed])["targets"][0]["rows"]}
+    assert expansion["versatune"]["kept"]["n"] == 0 and expansion["versatune"]["left_out_of_pairing"] == {"2": "float32 vs bfloat16"}
+
+    report = {"fostering": fostering_table([*uniform, *tuned]), "head_to_head": head_to_head([*uniform, *tuned], "tuned"),
+              "expansion": expansion_table([*specialist, *mixed])}
+    markdown = render_markdown(report)
+    assert "Left out of the paired comparisons" in markdown
+    assert "- tuned vs uniform: seed 2 (float32 vs bfloat16)" in markdown
+    assert "- versatune vs target_only (expansion, target law): seed 2 (float32 vs bfloat16)" in markdown
+    assert "Left out" not in render_markdown({"fostering": fostering_table(uniform)})
+
+
+def test_a_summary_without_a_precision_field_computed_in_what_its_config_asked_for():
+    from versatune_mlops.bench.tables import summary_precision
+
+    old = _summary("uniform", 1, (1.9,) * 3)
+    assert summary_precision(old) is None  # no config.model: unknown, paired with anything
+    old["config"]["model"] = {"bf16": True}
+    assert summary_precision(old) == "bfloat16" and RunRecord.from_summary(old).precision == "bfloat16"
+    old["config"]["model"] = {"bf16": False}
+    assert summary_precision(old) == "float32"
+    assert summary_precision({**old, "precision": "float32", "config": {"model": {"bf16": True}}}) == "float32"
+
+
+def test_each_run_is_measured_against_the_base_model_evaluated_in_its_own_precision():
+    from versatune_mlops.bench.methods import base_evaluations, rebase_on_precision
+
+    config = load_config("tiny", overrides={"model.bf16": True})
+    bf16_base = {"eval_loss": {d: 2.0 for d in DOMAINS}, "accuracy": {}}
+    fp32_base = {"eval_loss": {d: 2.01 for d in DOMAINS}, "accuracy": {"law": 0.3}}
+    # A shared.json written before it recorded its precision holds what the config asked for: bf16.
+    old = {"eval_loss": bf16_base["eval_loss"], "accuracy": {}}
+    assert base_evaluations(old, config) == {"bfloat16": bf16_base}
+    resumed = {**old, "base_by_precision": {"float32": fp32_base}}
+    bases = base_evaluations(resumed, config)
+    assert set(bases) == {"bfloat16", "float32"}
+    assert base_evaluations({**old, "precision": "float32"}, config) == {"float32": bf16_base}
+
+    fp32_run = rebase_on_precision(record("uniform", 3, (1.9,) * 3, precision="float32"), bases)
+    assert fp32_run.loss_before == fp32_base["eval_loss"] and fp32_run.accuracy_before == {"law": 0.3}
+    assert fp32_run.change("law") == pytest.approx(1.9 - 2.01)
+    bf16_run = rebase_on_precision(record("uniform", 1, (1.9,) * 3, precision="bfloat16", before=(9, 9, 9)), bases)
+    assert bf16_run.change("law") == pytest.approx(1.9 - 2.0)
+    # A precision without a base evaluation keeps the summary's own "before".
+    lone = rebase_on_precision(record("uniform", 1, (1.9,) * 3, precision="float16", before=(2.5,) * 3), bases)
+    assert lone.change("law") == pytest.approx(1.9 - 2.5)
+
+
+@pytest.mark.slow
+def test_a_benchmark_resumed_on_a_machine_of_another_precision_evaluates_the_base_model_again(tmp_path, monkeypatch):
+    """Seeds finished in bf16 on one machine, resumed on a CPU without bf16 instructions (fp32): the new
+    runs' loss changes are measured from the base model evaluated in fp32, the old ones keep theirs."""
+    from versatune_mlops.bench.methods import run_benchmark
+    from versatune_mlops.training import loss as loss_module
+
+    config = load_config("tiny", overrides={"train.max_steps": 2, "method.interval": 2, "train.eval_accuracy": False,
+                                            "model.bf16": True, "probe.num_samples": 16})
+    monkeypatch.setattr(loss_module, "cpu_has_native_bf16", lambda: True)
+    run_benchmark(config, BenchPlan(seeds=[0], fostering_methods=["uniform"], targets=[]), tmp_path)
+    shared = json.loads((tmp_path / "shared.json").read_text())
+    assert shared["precision"] == "bfloat16" and "base_by_precision" not in shared
+
+    monkeypatch.setattr(loss_module, "cpu_has_native_bf16", lambda: False)
+    report = run_benchmark(config, BenchPlan(seeds=[0, 1], fostering_methods=["uniform"], targets=[]), tmp_path)
+    shared = json.loads((tmp_path / "shared.json").read_text())
+    fp32_base = shared["base_by_precision"]["float32"]["eval_loss"]
+    assert set(fp32_base) == set(shared["eval_loss"])
+    runs = {r["seed"]: r for r in report["runs"]}
+    assert runs[0]["loss_before"] == shared["eval_loss"]  # the bf16 run keeps the bf16 base
+    assert runs[1]["loss_before"] == fp32_base
+    summary = json.loads((tmp_path / "runs" / "fostering-uniform-seed1" / "summary.json").read_text())
+    assert summary["precision"] == "float32" and summary["eval_loss_before"] == fp32_base
+    # Seed 1's uniform is paired with nothing of another precision here; the report still pairs by seed.
+    assert report["fostering"]["rows"][0]["left_out_of_pairing"] == {}
+
+
 def test_loss_curves_are_the_mean_and_range_over_seeds_at_every_evaluated_step():
     from versatune_mlops.bench.tables import loss_curves
 
@@ -141,7 +240,8 @@ def test_report_only_draws_the_loss_curves_from_finished_runs(tmp_path):
 
     config = load_config("tiny")
     domains = ["law", "medicine", "finance", "science", "code", "general"]
-    shared = {"key": _shared_key(config), "prior": {d: 1 / 6 for d in domains}, "eval_loss": {}, "accuracy": {}}
+    shared = {"key": _shared_key(config), "prior": {d: 1 / 6 for d in domains}, "eval_loss": {d: 2.0 for d in domains},
+              "accuracy": {}}
     (tmp_path / "shared.json").write_text(json.dumps(shared))
     plan = BenchPlan(seeds=[0, 1], fostering_methods=["uniform", "versatune"], expansion_methods=["target_only"],
                      targets=["code"])

@@ -199,7 +199,8 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
     from ..training.setup import evaluate_base, prepare_inputs
     from ..training.state import BaseEvaluation
     from ..mixing.probe import run_probe
-    from ..training.models import cache_root
+    from ..training.loss import precision_on
+    from ..training.models import cache_root, resolve_device
 
     started = time.perf_counter()
     output_dir = Path(output_dir)
@@ -211,6 +212,7 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
     if shared is None and report_only:
         raise ConfigError(f"{output_dir} holds no benchmark of this config to report on. Check --output-dir and "
                           f"that the preset and --set values match the benchmark's.")
+    precision = precision_on(resolve_device(config.model.device), config.model.bf16)
     if shared is None:
         log.info("Bench: probing and evaluating the base model once for every run")
         inputs = prepare_inputs(config, data)
@@ -218,10 +220,24 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
             run_probe(inputs.loaded.model, inputs.loaded.tokenizer, data, config.probe,
                       cache_dir=cache_root(config.model)).to_json()["distribution"]
         base = evaluate_base(config, inputs)
-        shared = {"key": _shared_key(config), "prior": prior, "eval_loss": base.eval_loss, "accuracy": base.accuracy}
+        shared = {"key": _shared_key(config), "prior": prior, "eval_loss": base.eval_loss, "accuracy": base.accuracy,
+                  "precision": precision}
         write_json_atomic(output_dir / "shared.json", shared)
         del inputs
-    base_eval = BaseEvaluation(eval_loss=shared["eval_loss"], accuracy=shared["accuracy"])
+    bases = base_evaluations(shared, config)
+    if precision not in bases and not report_only:
+        # This machine computes in another precision than the shared evaluation did (a benchmark resumed
+        # on a CPU without bf16 instructions): its runs' "before" must be measured the way they are.
+        log.info("Bench: evaluating the base model again in %s (the shared evaluation is in %s)",
+                 precision, ", ".join(bases))
+        inputs = prepare_inputs(config, data)
+        base = evaluate_base(config, inputs)
+        shared.setdefault("base_by_precision", {})[precision] = {"eval_loss": base.eval_loss, "accuracy": base.accuracy}
+        write_json_atomic(output_dir / "shared.json", shared)
+        bases[precision] = shared["base_by_precision"][precision]
+        del inputs
+    here = bases.get(precision) or bases[_shared_precision(shared, config)]
+    base_eval = BaseEvaluation(eval_loss=here["eval_loss"], accuracy=here["accuracy"])
 
     runs = plan_runs(config, plan, shared["prior"])
     records: list[RunRecord] = []
@@ -243,7 +259,8 @@ def run_benchmark(config: RunConfig, plan: BenchPlan, output_dir: str | Path,
                 gc.collect()
             else:
                 summary = reused
-        records.append(RunRecord.from_summary(summary, run_id=_hooks_run_id(hooks), label=run.label))
+        records.append(rebase_on_precision(RunRecord.from_summary(summary, run_id=_hooks_run_id(hooks), label=run.label),
+                                           bases))
 
     report = build_report(records, shared["prior"], plan, config)
     report["wall_seconds"] = time.perf_counter() - started
@@ -301,6 +318,28 @@ def _load_shared(output_dir: Path, config: RunConfig) -> Optional[dict]:
             log.info("Bench: reusing the probe and base evaluation in %s", path)
             return shared
     return None
+
+
+def _shared_precision(shared: dict, config: RunConfig) -> str:
+    """The precision of shared.json's own base evaluation. Files written before it was recorded were
+    evaluated in what the config asked for (bf16 autocast was then used on every machine)."""
+    return shared.get("precision") or ("bfloat16" if config.model.bf16 else "float32")
+
+
+def base_evaluations(shared: dict, config: RunConfig) -> dict[str, dict]:
+    """precision -> the base model's {"eval_loss", "accuracy"} measured in it."""
+    own = {"eval_loss": shared["eval_loss"], "accuracy": shared["accuracy"]}
+    return {_shared_precision(shared, config): own, **shared.get("base_by_precision", {})}
+
+
+def rebase_on_precision(record: RunRecord, bases: dict[str, dict]) -> RunRecord:
+    """The run's "before" is the base model evaluated in the run's own precision, where that was
+    measured: a loss change then compares like with like (summaries store the shared one)."""
+    base = bases.get(record.precision or "")
+    if base is not None:
+        record.loss_before = dict(base["eval_loss"])
+        record.accuracy_before = dict(base["accuracy"])
+    return record
 
 
 def _reusable_summary(folder: Path, config: RunConfig) -> Optional[dict]:

@@ -10,6 +10,9 @@ Definitions (the paper's aggregate, and the loss-based score this scale needs: A
 - per-domain score = exp(−held-out loss) (the per-token likelihood); the run's score is the mean over
   domains (``score/multi_domain``);
 - relative gain over uniform = score(method) / score(uniform) − 1, paired by seed, in %;
+- pairs compare like with like: a seed whose two runs computed at different precisions (one in bf16,
+  one in fp32 because its CPU had no bf16 instructions) is left out of that pair's interval and
+  listed, because the precision offset of a held-out loss is the size of the effects measured;
 - head to head: score(headline row) / score(other row) − 1, paired by seed, for every other row; the
   headline "beats" a row when the whole 95% interval is above zero, "loses" when it is below, and
   otherwise the two are not told apart at this number of seeds;
@@ -56,6 +59,8 @@ class RunRecord:
     run_id: Optional[str] = None
     label: Optional[str] = None
     """The table row: a variant's label, or None for the method's own row."""
+    precision: Optional[str] = None
+    """What the run computed in, "bfloat16" or "float32" (None: unknown)."""
 
     @property
     def row(self) -> str:
@@ -75,7 +80,8 @@ class RunRecord:
                    loss_curve=[{"step": r["step"], "eval_loss": r["eval_loss"]}
                                for r in summary.get("reweighting_records", [])],
                    run_id=run_id,
-                   label=label if label and label != summary["method"] else None)
+                   label=label if label and label != summary["method"] else None,
+                   precision=summary_precision(summary))
 
     def score(self) -> float:
         return float(np.mean([math.exp(-self.loss_after[d]) for d in self.domains]))
@@ -89,6 +95,15 @@ class RunRecord:
 
     def mean_reduction(self) -> float:
         return -float(np.mean([self.change(d) for d in self.domains]))
+
+
+def summary_precision(summary: Mapping[str, Any]) -> Optional[str]:
+    """The precision a run computed in. Summaries written before the field existed computed in what
+    their config asked for: bf16 autocast was then used on every machine."""
+    if summary.get("precision"):
+        return summary["precision"]
+    bf16 = summary.get("config", {}).get("model", {}).get("bf16")
+    return None if bf16 is None else ("bfloat16" if bf16 else "float32")
 
 
 @dataclass
@@ -140,10 +155,26 @@ def _by_method(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     return grouped
 
 
+def _comparable(a: RunRecord, b: RunRecord) -> bool:
+    return a.precision is None or b.precision is None or a.precision == b.precision
+
+
 def _paired(records: Sequence[RunRecord], baseline: Sequence[RunRecord], value) -> list[float]:
-    """value(run, baseline run of the same seed) for every seed both have."""
+    """value(run, baseline run of the same seed) for every seed both have at the same precision."""
     base = {r.seed: r for r in baseline}
-    return [value(r, base[r.seed]) for r in records if r.seed in base]
+    return [value(r, base[r.seed]) for r in records if r.seed in base and _comparable(r, base[r.seed])]
+
+
+def _paired_seeds(records: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> list[int]:
+    base = {r.seed: r for r in baseline}
+    return sorted(r.seed for r in records if r.seed in base and _comparable(r, base[r.seed]))
+
+
+def _mixed_precision(records: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> dict[str, str]:
+    """Seeds left out of a pair because its two runs computed at different precisions: seed -> why."""
+    base = {r.seed: r for r in baseline}
+    return {str(r.seed): f"{r.precision} vs {base[r.seed].precision}"
+            for r in sorted(records, key=lambda r: r.seed) if r.seed in base and not _comparable(r, base[r.seed])}
 
 
 def _ratio_minus_one(a: float, b: float) -> float:
@@ -175,6 +206,8 @@ def fostering_table(records: Sequence[RunRecord]) -> dict[str, Any]:
             .to_json(),
             "reduction_gain_over_uniform": estimate(_paired(
                 runs, uniform, lambda r, u: _ratio_minus_one(r.mean_reduction(), u.mean_reduction()))).to_json(),
+            "precision": sorted({r.precision or "unknown" for r in runs}),
+            "left_out_of_pairing": _mixed_precision(runs, uniform),
         })
     base = records[0]
     return {"domains": domains, "rows": rows,
@@ -195,8 +228,8 @@ def head_to_head(records: Sequence[RunRecord], headline: str) -> dict[str, Any]:
         if other == headline:
             continue
         gain = estimate(_paired(mine, runs, lambda m, o: _ratio_minus_one(m.score(), o.score())))
-        rows.append({"method": other, "seeds": sorted(set(r.seed for r in mine) & set(r.seed for r in runs)),
-                     "gain": gain.to_json(), "verdict": _verdict(gain)})
+        rows.append({"method": other, "seeds": _paired_seeds(mine, runs), "gain": gain.to_json(),
+                     "verdict": _verdict(gain), "left_out_of_pairing": _mixed_precision(mine, runs)})
     return {"headline": headline, "rows": rows}
 
 
@@ -246,6 +279,7 @@ def expansion_table(records: Sequence[RunRecord]) -> dict[str, Any]:
                 "degradation_reduction": estimate(_paired(
                     method_runs, specialist,
                     lambda r, s: 1.0 - degradation(r) / degradation(s) if degradation(s) > 0 else float("nan"))).to_json(),
+                "left_out_of_pairing": _mixed_precision(method_runs, specialist),
             })
         out.append({"target": target, "rows": rows})
     return {"targets": out}
@@ -320,6 +354,22 @@ def _curves_over_seeds(seeds: Sequence[dict[int, Mapping[str, float]]]) -> dict[
     return curves
 
 
+def _left_out_of_pairing(report: Mapping[str, Any]) -> list[str]:
+    """One line per pair that lost a seed because its two runs computed at different precisions."""
+    pairs = [(row["method"], FOSTERING_BASELINE, row.get("left_out_of_pairing"))
+             for row in (report.get("fostering") or {}).get("rows", [])]
+    duel = report.get("head_to_head") or {}
+    pairs += [(duel.get("headline"), row["method"], row.get("left_out_of_pairing")) for row in duel.get("rows", [])]
+    pairs += [(row["method"], f"{SPECIALIST} (expansion, target {block['target']})", row.get("left_out_of_pairing"))
+              for block in (report.get("expansion") or {}).get("targets", []) for row in block["rows"]]
+    found = [f"- {a} vs {b}: " + ", ".join(f"seed {seed} ({why})" for seed, why in seeds.items())
+             for a, b, seeds in pairs if seeds]
+    if not found:
+        return []
+    return ["Left out of the paired comparisons above (the two runs of that seed computed at different "
+            "precisions, so their difference would carry the precision offset):", "", *found, ""]
+
+
 def _est(cell: Mapping[str, Any]) -> Estimate:
     return Estimate(cell["mean"], cell["ci95"], cell["n"])
 
@@ -375,6 +425,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                          f" | {_est(row['kept']).format(1, 100, '%', signed=False)}"
                          f" | {_est(row['degradation_reduction']).format(1, 100, '%')} |")
         lines.append("")
+    lines += _left_out_of_pairing(report)
     overhead = report.get("overhead")
     if overhead:
         lines += [f"Overhead of dynamic re-weighting (its evaluations included): versatune "

@@ -23,7 +23,7 @@ from ..config import RunConfig
 from . import checkpointing, sharding
 from .evaluation import domain_metrics
 from .hooks import HookList, TrainingHooks
-from .loss import effective_bf16
+from .loss import precision_on
 from .parallel import SINGLE_PROCESS, Parallel
 from .reference import reference_losses
 from .setup import (assemble_run, evaluate_base, evaluate_losses, initial_state, is_sharded, make_optimizer,
@@ -159,7 +159,7 @@ def build_summary(config: RunConfig, run: TrainingRun, losses_after: dict[str, f
         "wall_seconds": wall_seconds,
         "model_source": run.inputs.loaded.source,
         # model.bf16 is a request: a CPU without bf16 instructions computes in fp32 (loss.autocast_context).
-        "precision": "bfloat16" if effective_bf16(run.model, config.model.bf16) else "float32",
+        "precision": precision_on(next(run.model.parameters()).device, config.model.bf16),
         # This worker's (rank 0's) peak GPU memory (None on CPU) and peak resident memory.
         "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
         "peak_rss_bytes": peak_rss_bytes(),

@@ -53,10 +53,16 @@ def cpu_has_native_bf16() -> bool:
     return any(check() for check in checks)
 
 
+def precision_on(device: torch.device, bf16: bool) -> str:
+    """"bfloat16" or "float32": what a model on ``device`` computes in when ``model.bf16`` is ``bf16``.
+    The one place that decides, for the autocast, the run summary's ``precision`` and the benchmark's
+    base evaluation."""
+    return "bfloat16" if bf16 and (device.type != "cpu" or cpu_has_native_bf16()) else "float32"
+
+
 def effective_bf16(model: torch.nn.Module, bf16: bool) -> bool:
-    """Whether ``model.bf16`` really computes in bf16 on this worker: the one place that decides, for
-    the autocast and for the run summary's ``precision``."""
-    return bf16 and (next(model.parameters()).device.type != "cpu" or cpu_has_native_bf16())
+    """Whether ``model.bf16`` really computes in bf16 on this worker."""
+    return precision_on(next(model.parameters()).device, bf16) == "bfloat16"
 
 
 _warned_no_native_bf16 = False
