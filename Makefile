@@ -48,8 +48,9 @@ demo-tiny: install
 ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 --port 5000
 
+# --durations: every CI log ends with the 25 slowest tests, where the suite's time goes.
 test: install browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
