@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional, Sequence
 
 from .figures import write_loss_curve_figures
-from .tables import RunRecord, expansion_table, fostering_table, head_to_head, overhead_ratio, render_markdown
+from .tables import (RunRecord, expansion_table, fostering_table, head_to_head, overhead_ratio, render_markdown,
+                     requested_precision)
 from ..training.checkpointing import write_json_atomic
 from ..config import RunConfig, from_dict, set_dotted, validate
 from ..errors import ConfigError
@@ -323,7 +324,7 @@ def _load_shared(output_dir: Path, config: RunConfig) -> Optional[dict]:
 def _shared_precision(shared: dict, config: RunConfig) -> str:
     """The precision of shared.json's own base evaluation. Files written before it was recorded were
     evaluated in what the config asked for (bf16 autocast was then used on every machine)."""
-    return shared.get("precision") or ("bfloat16" if config.model.bf16 else "float32")
+    return shared.get("precision") or requested_precision(config.model.bf16)
 
 
 def base_evaluations(shared: dict, config: RunConfig) -> dict[str, dict]:

@@ -104,7 +104,12 @@ def summary_precision(summary: Mapping[str, Any]) -> Optional[str]:
     if summary.get("precision"):
         return summary["precision"]
     bf16 = summary.get("config", {}).get("model", {}).get("bf16")
-    return None if bf16 is None else ("bfloat16" if bf16 else "float32")
+    return None if bf16 is None else requested_precision(bf16)
+
+
+def requested_precision(bf16: bool) -> str:
+    """What ``model.bf16`` asks for; what a run or base evaluation without a recorded precision computed in."""
+    return "bfloat16" if bf16 else "float32"
 
 
 @dataclass
@@ -160,22 +165,25 @@ def _comparable(a: RunRecord, b: RunRecord) -> bool:
     return a.precision is None or b.precision is None or a.precision == b.precision
 
 
+def _same_seed(records: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> list[tuple[RunRecord, RunRecord]]:
+    """(run, baseline run of the same seed) for every seed both have, in seed order."""
+    base = {r.seed: r for r in baseline}
+    return [(r, base[r.seed]) for r in sorted(records, key=lambda r: r.seed) if r.seed in base]
+
+
 def _paired(records: Sequence[RunRecord], baseline: Sequence[RunRecord], value) -> list[float]:
     """value(run, baseline run of the same seed) for every seed both have at the same precision."""
-    base = {r.seed: r for r in baseline}
-    return [value(r, base[r.seed]) for r in records if r.seed in base and _comparable(r, base[r.seed])]
+    return [value(r, b) for r, b in _same_seed(records, baseline) if _comparable(r, b)]
 
 
 def _paired_seeds(records: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> list[int]:
-    base = {r.seed: r for r in baseline}
-    return sorted(r.seed for r in records if r.seed in base and _comparable(r, base[r.seed]))
+    return [r.seed for r, b in _same_seed(records, baseline) if _comparable(r, b)]
 
 
 def _mixed_precision(records: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> dict[str, str]:
     """Seeds left out of a pair because its two runs computed at different precisions: seed -> why."""
-    base = {r.seed: r for r in baseline}
-    return {str(r.seed): f"{r.precision} vs {base[r.seed].precision}"
-            for r in sorted(records, key=lambda r: r.seed) if r.seed in base and not _comparable(r, base[r.seed])}
+    return {str(r.seed): f"{r.precision} vs {b.precision}" for r, b in _same_seed(records, baseline)
+            if not _comparable(r, b)}
 
 
 def _ratio_minus_one(a: float, b: float) -> float:
