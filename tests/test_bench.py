@@ -9,8 +9,9 @@ from mlflow.tracking import MlflowClient
 
 from versatune_mlops.bench.methods import (EXPANSION_METHODS, FOSTERING_METHODS, REFERENCE_ABLATIONS, BenchPlan,
                                            BenchVariant, check_plan)
+from versatune_mlops.bench.markdown import render_markdown
 from versatune_mlops.bench.tables import (RunRecord, estimate, expansion_table, fostering_table, head_to_head,
-                                          overhead_ratio, render_markdown)
+                                          overhead_ratio)
 from versatune_mlops.config import load_config
 from versatune_mlops.errors import ConfigError
 from versatune_mlops.mixing.strategies import build_strategy
@@ -292,6 +293,32 @@ def test_overhead_ratio_counts_the_dynamic_methods_evaluations():
     assert overhead_ratio(records)["within_run_ratio"] == pytest.approx(1.08)
     assert overhead_ratio(records[:1]) is None
     assert "interval_for_target" not in overhead_ratio(records)  # no step counts: no projection
+
+
+def test_overhead_ratio_puts_each_seeds_dynamic_run_over_its_static_run_at_the_same_precision():
+    # Seed 1 ran both in bf16 on a fast machine; seed 2's static run was resumed in fp32 on a slow one.
+    records = [record("versatune", 1, (1.9,) * 3, seconds=100, midrun=10, precision="bfloat16"),
+               record("versatune_constant", 1, (1.9,) * 3, seconds=100, precision="bfloat16"),
+               record("versatune", 2, (1.9,) * 3, seconds=100, midrun=10, precision="bfloat16"),
+               record("versatune_constant", 2, (1.9,) * 3, seconds=300, precision="float32")]
+    overhead = overhead_ratio(records)
+    assert overhead["seeds"] == [1]
+    assert overhead["ratio"] == pytest.approx(1.10)
+    assert "(seeds 1, each pair at one precision)" in render_markdown({"overhead": overhead})
+    assert overhead_ratio(records[2:]) is None  # no seed ran both at one precision
+
+
+def test_the_fostering_table_shows_the_base_model_of_each_precision_its_runs_were_measured_against():
+    bf16 = record("uniform", 1, (1.9,) * 3, precision="bfloat16")
+    fp32 = record("uniform", 3, (1.9,) * 3, before=(2.1, 2.1, 2.1), precision="float32")
+    table = fostering_table([bf16, fp32])
+    assert set(table["base_by_precision"]) == {"bfloat16", "float32"}
+    assert table["base_by_precision"]["float32"]["loss"]["law"] == pytest.approx(2.1)
+    markdown = render_markdown({"fostering": table})
+    assert "Base model (bfloat16: the runs computed in it are measured against it)" in markdown
+    assert "Base model (float32: the runs computed in it are measured against it)" in markdown
+    one = render_markdown({"fostering": fostering_table([bf16])})
+    assert "Base model: score" in one and "float32" not in one
 
 
 def test_overhead_projects_the_interval_that_meets_the_target():

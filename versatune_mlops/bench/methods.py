@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional, Sequence
 
 from .figures import write_loss_curve_figures
-from .tables import (RunRecord, expansion_table, fostering_table, head_to_head, overhead_ratio, render_markdown,
+from .markdown import render_markdown
+from .tables import (RunRecord, expansion_table, fostering_table, head_to_head, overhead_ratio,
                      requested_precision)
 from ..training.checkpointing import write_json_atomic
 from ..config import RunConfig, from_dict, set_dotted, validate

@@ -1,4 +1,5 @@
-"""The benchmark's arithmetic: per-method tables over seeds, confidence intervals, loss curves, markdown.
+"""The benchmark's arithmetic: per-method tables over seeds, confidence intervals, loss curves
+(``markdown.py`` renders them).
 
 Pure functions over plain records (numpy + scipy only), so the tables are unit-tested without
 training anything. A record is one finished run: its mode, method, target, seed, the base model's
@@ -219,8 +220,12 @@ def fostering_table(records: Sequence[RunRecord]) -> dict[str, Any]:
             "left_out_of_pairing": _mixed_precision(runs, uniform),
         })
     base = records[0]
+    by_precision = {r.precision: {"loss": r.loss_before, "score": r.base_score()} for r in records if r.precision}
     return {"domains": domains, "rows": rows,
-            "base": {"loss": base.loss_before, "accuracy": base.accuracy_before, "score": base.base_score()}}
+            "base": {"loss": base.loss_before, "accuracy": base.accuracy_before, "score": base.base_score(),
+                     "precision": base.precision},
+            # Each run is measured against the base model evaluated in its own precision.
+            "base_by_precision": by_precision if len(by_precision) > 1 else {}}
 
 
 def head_to_head(records: Sequence[RunRecord], headline: str) -> dict[str, Any]:
@@ -297,17 +302,20 @@ def expansion_table(records: Sequence[RunRecord]) -> dict[str, Any]:
 def overhead_ratio(records: Sequence[RunRecord], dynamic: str = "versatune",
                    static: str = "versatune_constant") -> Optional[dict[str, float]]:
     """Wall time of the dynamic method's steps and its re-weighting evaluations over the static
-    mixture's steps at the same step count (means over seeds)."""
+    mixture's steps at the same step count (means over the seeds both ran at the same precision)."""
     runs = _by_method([r for r in records if r.mode == "fostering"])
-    if dynamic not in runs or static not in runs:
+    # Seeds where both ran at the same precision: seeds resumed on another machine kind would
+    # otherwise put one machine's steps over another's.
+    pairs = [(d, s) for d, s in _same_seed(runs.get(dynamic, []), runs.get(static, [])) if _comparable(d, s)]
+    if not pairs:
         return None
-    dyn = float(np.mean([r.train_seconds + r.midrun_eval_seconds for r in runs[dynamic]]))
-    sta = float(np.mean([r.train_seconds + r.midrun_eval_seconds for r in runs[static]]))
+    dyn = float(np.mean([d.train_seconds + d.midrun_eval_seconds for d, _ in pairs]))
+    sta = float(np.mean([s.train_seconds + s.midrun_eval_seconds for _, s in pairs]))
     # The same question inside each dynamic run (its evaluations over its own steps): immune to a
     # neighbour slowing one run and not the other on a shared machine.
     within = float(np.mean([1.0 + r.midrun_eval_seconds / r.train_seconds for r in runs[dynamic] if r.train_seconds > 0]))
     return {"dynamic_seconds": dyn, "static_seconds": sta, "ratio": dyn / sta if sta > 0 else float("nan"),
-            "within_run_ratio": within, **_interval_for_overhead(runs[dynamic], OVERHEAD_TARGET)}
+            "seeds": [d.seed for d, _ in pairs], "within_run_ratio": within, **_interval_for_overhead(runs[dynamic], OVERHEAD_TARGET)}
 
 
 OVERHEAD_TARGET = 0.10
@@ -361,90 +369,3 @@ def _curves_over_seeds(seeds: Sequence[dict[int, Mapping[str, float]]]) -> dict[
         values = np.array([[points[step][domain] for step in steps] for points in seeds], dtype=float)
         curves[domain] = LossCurve(steps, values.mean(0).tolist(), values.min(0).tolist(), values.max(0).tolist())
     return curves
-
-
-def _left_out_of_pairing(report: Mapping[str, Any]) -> list[str]:
-    """One line per pair that lost a seed because its two runs computed at different precisions."""
-    pairs = [(row["method"], FOSTERING_BASELINE, row.get("left_out_of_pairing"))
-             for row in (report.get("fostering") or {}).get("rows", [])]
-    duel = report.get("head_to_head") or {}
-    pairs += [(duel.get("headline"), row["method"], row.get("left_out_of_pairing")) for row in duel.get("rows", [])]
-    pairs += [(row["method"], f"{SPECIALIST} (expansion, target {block['target']})", row.get("left_out_of_pairing"))
-              for block in (report.get("expansion") or {}).get("targets", []) for row in block["rows"]]
-    found = [f"- {a} vs {b}: " + ", ".join(f"seed {seed} ({why})" for seed, why in seeds.items())
-             for a, b, seeds in pairs if seeds]
-    if not found:
-        return []
-    return ["Left out of the paired comparisons above (the two runs of that seed computed at different "
-            "precisions, so their difference would carry the precision offset):", "", *found, ""]
-
-
-def _est(cell: Mapping[str, Any]) -> Estimate:
-    return Estimate(cell["mean"], cell["ci95"], cell["n"])
-
-
-def render_markdown(report: Mapping[str, Any]) -> str:
-    """The tables of BENCHMARKS.md from a report (fostering, expansion, overhead)."""
-    lines: list[str] = []
-    fostering = report.get("fostering") or {}
-    if fostering.get("rows"):
-        domains = fostering["domains"]
-        lines += ["### Fostering: held-out loss change vs the base model (negative = better), mean ± 95% CI", "",
-                  "| method | seeds | " + " | ".join(domains) + " | mean loss | worst loss | score | gain vs uniform |"
-                  " loss-reduction gain vs uniform |",
-                  "|---" * (len(domains) + 7) + "|"]
-        for row in fostering["rows"]:
-            cells = [_est(row["loss_change"][d]).format(4) for d in domains]
-            lines.append(f"| {row['method']} | {len(row['seeds'])} | " + " | ".join(cells)
-                         + f" | {_est(row['mean_loss']).format(4)} | {_est(row['worst_loss']).format(4)}"
-                         f" | {_est(row['score']).format(5)} | {_est(row['gain_over_uniform']).format(2, 100, '%')}"
-                         f" | {_est(row['reduction_gain_over_uniform']).format(1, 100, '%')} |")
-        base = fostering["base"]
-        lines += ["", f"Base model: score {base['score']:.5f}; loss "
-                  + ", ".join(f"{d} {base['loss'][d]:.4f}" for d in domains), ""]
-        if base.get("accuracy"):
-            lines += ["### Fostering: multiple-choice accuracy after training (secondary: near chance at this scale)",
-                      "", "| method | " + " | ".join(domains) + " | mean |", "|---" * (len(domains) + 2) + "|"]
-        for row in fostering["rows"] if base.get("accuracy") else []:
-            lines.append(f"| {row['method']} | " + " | ".join(_est(row["accuracy"][d]).format(3) for d in domains)
-                         + f" | {_est(row['mean_accuracy']).format(3)} |")
-        if base.get("accuracy"):
-            lines.append("| (base model) | " + " | ".join(f"{base['accuracy'][d]:.3f}" if d in base["accuracy"]
-                                                          else "n/a" for d in domains)
-                         + f" | {float(np.mean(list(base['accuracy'].values()))):.3f} |")
-        lines.append("")
-    duel = report.get("head_to_head") or {}
-    if duel.get("rows"):
-        lines += [f"### Head to head: {duel['headline']} vs every other row (score ratio − 1, paired by seed, "
-                  "mean ± 95% CI)", "", f"| {duel['headline']} vs | paired seeds | score gain | verdict |",
-                  "|---|---|---|---|"]
-        for row in duel["rows"]:
-            lines.append(f"| {row['method']} | {len(row['seeds'])} | {_est(row['gain']).format(2, 100, '%')}"
-                         f" | {row['verdict']} |")
-        lines.append("")
-    for block in (report.get("expansion") or {}).get("targets", []):
-        lines += [f"### Expansion, target = {block['target']} (loss changes vs the base model)", "",
-                  "| method | seeds | target gain (loss reduction) | non-target change (sum) |"
-                  " non-target degradation (sum of increases) | target gain kept vs 100% target |"
-                  " non-target degradation reduction |",
-                  "|---|---|---|---|---|---|---|"]
-        for row in block["rows"]:
-            lines.append(f"| {row['method']} | {len(row['seeds'])} | {_est(row['target_gain']).format(4)}"
-                         f" | {_est(row['non_target_change']).format(4)} | {_est(row['non_target_degradation']).format(4)}"
-                         f" | {_est(row['kept']).format(1, 100, '%', signed=False)}"
-                         f" | {_est(row['degradation_reduction']).format(1, 100, '%')} |")
-        lines.append("")
-    lines += _left_out_of_pairing(report)
-    overhead = report.get("overhead")
-    if overhead:
-        lines += [f"Overhead of dynamic re-weighting (its evaluations included): versatune "
-                  f"{overhead['dynamic_seconds']:.1f} s vs versatune_constant {overhead['static_seconds']:.1f} s of "
-                  f"steps at the same step count: ratio {overhead['ratio']:.3f}. Within the versatune runs, steps plus "
-                  f"re-weighting evaluations over steps alone: {overhead['within_run_ratio']:.3f}."]
-        if "interval_for_target" in overhead:
-            lines[-1] += (f" One evaluation pass takes {overhead['seconds_per_evaluation']:.1f} s and one step "
-                          f"{overhead['seconds_per_step']:.2f} s, so re-weighting every "
-                          f"{overhead['interval_for_target']} steps or more keeps the overhead within "
-                          f"{overhead['overhead_target']:.0%}.")
-        lines.append("")
-    return "\n".join(lines)

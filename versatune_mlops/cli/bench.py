@@ -89,7 +89,7 @@ def add_parsers(sub) -> None:
 def cmd_bench(args) -> int:
     from ..bench.methods import (EXPANSION_METHODS, FOSTERING_METHODS, REFERENCE_ABLATIONS, BenchPlan, check_plan,
                                  run_benchmark)
-    from ..bench.tables import render_markdown
+    from ..bench.markdown import render_markdown
     from ..data.sources import load_domain_data
     from ..integrations.mlflow.entrypoints import maybe_tracked
 
