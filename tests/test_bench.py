@@ -260,6 +260,35 @@ def test_report_only_draws_the_loss_curves_from_finished_runs(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def _stored_run(tmp_path, config_tree):
+    folder = tmp_path / "runs" / "fostering-uniform-seed0"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"score": 0.5, "config": config_tree}))
+    return folder
+
+
+def test_a_finished_run_is_reused_when_a_config_key_added_since_takes_its_default(tmp_path):
+    from versatune_mlops.bench.methods import _reusable_summary
+
+    config = load_config("tiny")
+    stored = config.to_dict()
+    del stored["method"]["reference"]  # as written before the key existed
+    assert _reusable_summary(_stored_run(tmp_path, stored), config) == {"score": 0.5, "config": stored}
+
+
+@pytest.mark.parametrize("change", ["value", "unknown_key"])
+def test_a_finished_run_is_trained_again_when_its_config_differs_or_is_unreadable(tmp_path, change):
+    from versatune_mlops.bench.methods import _reusable_summary
+
+    config = load_config("tiny")
+    stored = config.to_dict()
+    if change == "value":
+        stored["train"]["learning_rate"] = stored["train"]["learning_rate"] * 2
+    else:
+        stored["method"]["a_knob_since_removed"] = 1
+    assert _reusable_summary(_stored_run(tmp_path, stored), config) is None
+
+
 def test_expansion_kept_gain_and_degradation_reduction_are_relative_to_target_only():
     # Target law: the specialist gains 0.4 on law and degrades the others by 0.3 in sum.
     records = [record("target_only", 0, (1.6, 2.2, 2.1), mode="expansion", target="law"),

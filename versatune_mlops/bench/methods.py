@@ -11,7 +11,8 @@ mid-run evaluations a dynamic method needs, so the side-by-side wall times give 
 re-weighting.
 
 Every run writes ``runs/<name>/summary.json``. A rerun with the same output folder reuses each run
-whose stored config equals the planned one, so a multi-hour benchmark can be stopped and resumed.
+whose stored config equals the planned one (a key added since takes its default), so a multi-hour
+benchmark can be stopped and resumed, and a new config knob does not throw the finished runs away.
 Tracking stays outside: ``run_benchmark`` takes an optional ``run_context`` that wraps each run
 (the CLI passes one that opens an MLflow child run and returns its hooks).
 """
@@ -345,11 +346,26 @@ def rebase_on_precision(record: RunRecord, bases: dict[str, dict]) -> RunRecord:
 
 
 def _reusable_summary(folder: Path, config: RunConfig) -> Optional[dict]:
+    """The finished run's summary when it ran with ``config``, else None (the run is trained again).
+
+    The stored config is read through the schema first, so a config key added after the run finished
+    takes its default there: adding a knob whose default keeps the old behaviour does not throw away
+    hours of finished runs. A stored key the schema no longer knows makes the run stale."""
     path = folder / "summary.json"
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())
-    return summary if summary.get("config") == json.loads(json.dumps(config.to_dict())) else None
+    try:
+        stored = from_dict(summary.get("config") or {}).to_dict()
+    except ConfigError as error:
+        log.info("Bench: %s ran with a config this version cannot read (%s); training it again", folder.name, error)
+        return None
+    return summary if _as_json(stored) == _as_json(config.to_dict()) else None
+
+
+def _as_json(tree: dict) -> Any:
+    """The tree as a JSON round trip writes it (tuples become lists), so stored and live configs compare."""
+    return json.loads(json.dumps(tree))
 
 
 def _hooks_run_id(hooks: Sequence[TrainingHooks]) -> Optional[str]:
