@@ -109,6 +109,10 @@ def test_a_config_file_naming_another_preset_than_the_flag_is_refused(tmp_path):
     ({"preset": "smollm2"}, "pass --preset NAME"),
     ({"method.target": "law"}, "method.target='law' only applies in expansion mode"),
     ({"method.reference_losses": {"law": 1.0}}, "only read with method.reference=fixed"),
+    ({"method.method": "doremi", "method.max_domain_share": 0.4}, "caps VersaTune's fostering mixture"),
+    ({"method.mode": "expansion", "method.target": "law", "method.max_domain_share": 0.4},
+     "expansion bounds its target with method.target_max_share"),
+    ({"method.max_domain_share": 1.5}, r"max_domain_share=1.5 must be in \(0, 1\]"),
 ])
 def test_keys_that_would_have_no_effect_are_refused(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):

@@ -24,6 +24,7 @@ from versatune_mlops.mixing.baselines import doremi_update, odm_exploration_rate
 from versatune_mlops.mixing.weights import (
     Coefficients,
     apply_floor,
+    cap_shares,
     expansion_initial_weights,
     expansion_update,
     forgetting_degree,
@@ -408,6 +409,45 @@ def test_versatune_strategy_applies_the_update_rule():
     np.testing.assert_allclose(report.potential, gamma)
     np.testing.assert_allclose(report.forgetting, phi)
     np.testing.assert_allclose(report.weights, versatune_update(w, gamma, phi, alpha=2.0, beta=0.5, eta=1.0, epsilon=0.0))
+
+
+def test_cap_shares_moves_the_excess_to_the_others_in_proportion_until_none_is_above():
+    # law .7 is cut to .4; its .3 goes to the rest (.3 in all) in proportion: medicine .2 -> .4 is then
+    # above the cap too, so it is cut and the rest (.1) takes what is left (.2), split .05:.05 -> .1:.1.
+    np.testing.assert_allclose(cap_shares([0.7, 0.2, 0.05, 0.05], 0.4), [0.4, 0.4, 0.1, 0.1])
+    np.testing.assert_allclose(cap_shares([0.3, 0.3, 0.2, 0.2], 0.4), [0.3, 0.3, 0.2, 0.2])  # under it: unchanged
+    np.testing.assert_allclose(cap_shares([0.9, 0.1, 0.0], 1 / 3), [1 / 3] * 3)  # at 1/|D|: uniform
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        w = rng.dirichlet(np.full(6, 0.3))
+        cap = rng.uniform(1 / 6, 1.0)
+        out = cap_shares(w, cap)
+        assert_simplex(out)
+        assert out.max() <= cap + 1e-12
+        uncapped = out < cap - 1e-12
+        if uncapped.sum() > 1:  # the domains below the cap keep their ratios
+            np.testing.assert_allclose(out[uncapped] / out[uncapped].sum(), w[uncapped] / w[uncapped].sum())
+
+
+def test_cap_shares_below_one_over_the_domain_count_is_refused():
+    with pytest.raises(ConfigError, match=r"max_domain_share=0.2 is out of range"):
+        cap_shares([0.5, 0.3, 0.2, 0.0], 0.2)
+
+
+def test_versatune_with_a_share_cap_never_puts_more_than_the_cap_on_a_domain():
+    # A large η piles the weight onto the domain with the most potential; the cap holds it, and without
+    # the cap the same updates go above it.
+    capped, free = make("versatune", eta=30.0, max_domain_share=0.35), make("versatune", eta=30.0)
+    assert capped.initial_weights().max() == pytest.approx(0.35)  # the prior's .50 on code is cut too
+    w_capped, w_free = capped.initial_weights(), free.initial_weights()
+    for t in range(5):
+        w_capped = capped.update(w_capped, signals_for(6, seed=t)).weights
+        w_free = free.update(w_free, signals_for(6, seed=t)).weights
+        assert_simplex(w_capped)
+        assert w_capped.max() <= 0.35 + 1e-12
+    assert w_free.max() > 0.35
+    with pytest.raises(ConfigError, match=r"below 1/6.*at least 0.1667"):
+        make("versatune", max_domain_share=0.1)
 
 
 def test_versatune_expansion_mode_grows_the_target():

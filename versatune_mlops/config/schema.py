@@ -169,6 +169,10 @@ class MethodConfig:
     aioli_one_hot_factor: float = 0.625
     """Aioli: a probe mixture's share of its own domain, the rest split equally (one_hot_factor; the
     reference README's example value)."""
+    max_domain_share: Optional[float] = None
+    """VersaTune fostering: no domain's share above this, from the start and after every update; the
+    excess goes to the others in proportion to their weights. In [1/|D|, 1]; None: no cap. A large η
+    otherwise piles the data onto one domain (BENCHMARKS.md §7)."""
     reference_losses: Optional[dict[str, float]] = None
     specialist_steps: int = 20
     target_initial_share: float = 0.5

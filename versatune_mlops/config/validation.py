@@ -136,6 +136,13 @@ def _validate_method(config: RunConfig) -> None:
         _check(isinstance(value, int) and value >= 1, f"method.{name}={value!r} must be an integer >= 1.")
     _check(_is_number(mc.aioli_one_hot_factor) and 0 < mc.aioli_one_hot_factor <= 1,
            f"method.aioli_one_hot_factor={mc.aioli_one_hot_factor!r} must be in (0, 1], e.g. 0.625.")
+    if mc.max_domain_share is not None:
+        _check(_is_number(mc.max_domain_share) and 0 < mc.max_domain_share <= 1,
+               f"method.max_domain_share={mc.max_domain_share!r} must be in (0, 1] (at least 1/number of domains), "
+               f"or null for no cap.")
+        _check(mc.method == "versatune" and mc.mode == "fostering",
+               f"method.max_domain_share caps VersaTune's fostering mixture; this run is method={mc.method!r}, "
+               f"mode={mc.mode!r}. Drop it (expansion bounds its target with method.target_max_share).")
     if mc.prior is not None:
         validate_distribution(mc.prior, "method.prior")
     _check(mc.reference in REFERENCE_STRATEGIES,

@@ -172,6 +172,31 @@ def apply_floor(weights: ArrayLike, floor: float) -> np.ndarray:
     return normalise(np.maximum(w, floor))
 
 
+def cap_shares(weights: ArrayLike, cap: float) -> np.ndarray:
+    """``weights`` with no share above ``cap``: each share above it is set to it and the excess goes to
+    the other domains in proportion to their weights, repeated until none is above (water-filling).
+
+    A multiplicative update piles the data onto one domain when η is large (tuned DoReMi ends with .99
+    on law, tuned VersaTune with .65-.81); a cap keeps the rest of the mixture in training. ``cap`` must be
+    in [1/|D|, 1]: at 1/|D| the result is uniform, at 1 it is ``weights``.
+    """
+    w = normalise(weights)
+    cap = _check_range("max_domain_share", cap, 1.0 / w.size - 1e-12, 1.0)
+    out = w.copy()
+    capped = np.zeros(w.size, dtype=bool)
+    while True:
+        over = ~capped & (out > cap)
+        if not over.any():
+            return out
+        capped |= over
+        free = ~capped
+        room = 1.0 - cap * capped.sum()
+        out[capped] = cap
+        if free.any():
+            mass = w[free].sum()
+            out[free] = w[free] * (room / mass) if mass > 0 else room / free.sum()
+
+
 def fold_other(distribution: ArrayLike, other_domain: Optional[str], domains: Sequence[str]) -> np.ndarray:
     """A probe's mean over domains + "other" (last entry) -> a distribution over the domains.
 

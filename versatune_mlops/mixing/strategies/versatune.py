@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, Optional, Sequence
+
 import numpy as np
 
-from ..weights import ArrayLike, apply_floor, expansion_initial_weights, expansion_update, versatune_update
+from ...errors import ConfigError
+from ..weights import (ArrayLike, apply_floor, cap_shares, expansion_initial_weights, expansion_update,
+                       versatune_update)
 from .base import DomainSignals, StepReport, WeightingStrategy, register_strategy
 
 
@@ -16,12 +20,27 @@ class VersaTune(WeightingStrategy):
     dynamic = True
     needs_prior = True
     supports_expansion = True
+    options = ("max_domain_share",)
+
+    def __init__(self, domains: Sequence[str], *, max_domain_share: Optional[float] = None, **kwargs: Any) -> None:
+        super().__init__(domains, **kwargs)
+        if max_domain_share is not None and max_domain_share * self._k < 1 - 1e-9:
+            raise ConfigError(
+                f"method.max_domain_share={max_domain_share} is below 1/{self._k}, the share of each of this "
+                f"run's {self._k} domains under uniform mixing; set it to at least {1 / self._k:.4f}.")
+        self.max_domain_share = max_domain_share
+
+    def _capped(self, weights: np.ndarray) -> np.ndarray:
+        """Fostering only: expansion bounds its target with target_max_share instead."""
+        if self.max_domain_share is None or self.target_index is not None:
+            return weights
+        return cap_shares(weights, self.max_domain_share)
 
     def initial_weights(self) -> np.ndarray:
         w = apply_floor(self.prior, self.floor)
         if self.target_index is not None:
             return expansion_initial_weights(w, self.target_index, self.target_initial_share)
-        return w
+        return self._capped(w)
 
     def update(self, weights: ArrayLike, signals: DomainSignals) -> StepReport:
         potential, forgetting = self._signals(signals)
@@ -30,5 +49,5 @@ class VersaTune(WeightingStrategy):
             new = expansion_update(weights, potential, forgetting, self.target_index,
                                    max_target_share=self.target_max_share, **coef)
         else:
-            new = versatune_update(weights, potential, forgetting, **coef)
+            new = self._capped(versatune_update(weights, potential, forgetting, **coef))
         return StepReport(new, potential, forgetting)
