@@ -504,6 +504,17 @@ def test_plan_shares_everything_but_the_mixture_and_runs_seed_major():
     assert runs[3].config.train.seed == 1
 
 
+def test_a_capped_versatune_variant_is_planned_with_its_cap_and_the_shared_interval():
+    from versatune_mlops.bench.methods import plan_runs
+
+    config = load_config("tiny", overrides={"method.interval": 4})
+    prior = {d: 1 / 6 for d in ["law", "medicine", "finance", "science", "code", "general"]}
+    (run,) = plan_runs(config, BenchPlan(seeds=[1], fostering_methods=[], targets=[],
+                                         variants=[BenchVariant("capped", {"method.method": "versatune",
+                                                                           "method.max_domain_share": 0.4})]), prior)
+    assert (run.name, run.config.method.max_domain_share, run.config.method.interval) == ("fostering-capped-seed1", 0.4, 4)
+
+
 def test_aioli_gets_an_interval_on_the_shared_grid_that_holds_its_probes():
     from versatune_mlops.bench.methods import plan_runs
 

@@ -39,7 +39,7 @@ from .tables import (RunRecord, expansion_table, fostering_table, head_to_head, 
 from ..training.checkpointing import write_json_atomic
 from ..config import RunConfig, from_dict, set_dotted, validate
 from ..errors import ConfigError
-from ..mixing.strategies import build_strategy, method_names, strategy_class
+from ..mixing.strategies import WeightingStrategy, build_strategy, method_names, strategy_class
 from ..training.hooks import TrainingHooks
 
 log = logging.getLogger(__name__)
@@ -177,8 +177,8 @@ def fit_probe_interval(method: dict[str, Any], domains: list[str]) -> None:
     shared interval is too short for them, its interval becomes the smallest multiple of the shared one
     that holds them, so its re-weighting points stay on the other methods' grid (same budget)."""
     cls, interval = strategy_class(method["method"]), method["interval"]
-    if not cls.options or not interval:
-        return
+    if cls.probe_step_count is WeightingStrategy.probe_step_count or not interval:
+        return  # this method does not probe
     strategy = build_strategy(method["method"], domains, **{name: method[name] for name in cls.options})
     need = strategy.probe_step_count()
     if need >= interval:
