@@ -1,7 +1,7 @@
 """The import rules that keep the package changeable (ARCHITECTURE.md), checked on the source with ast.
 
 - mixing/weights.py imports numpy and the standard library only (plus the package's errors), and
-  mixing/baselines.py only those and weights;
+  mixing/baselines.py and mixing/curves.py only those and weights;
 - data/, mixing/, training/ (and config, errors) never import mlflow or ray: only integrations/ does,
   besides the command line and the benchmark that sit on top;
 - nothing in the product imports bench/ (only cli/ does, to offer the bench commands);
@@ -70,7 +70,8 @@ def test_the_layout_was_found():
         assert any(_in(name, room) for name in MODULES), room
 
 
-@pytest.mark.parametrize("module, extra", [("mixing.weights", set()), ("mixing.baselines", {"mixing.weights"})])
+@pytest.mark.parametrize("module, extra", [("mixing.weights", set()), ("mixing.baselines", {"mixing.weights"}),
+                                           ("mixing.curves", {"mixing.weights"})])
 def test_the_weighting_maths_imports_numpy_and_the_standard_library_only(module, extra):
     allowed = set(sys.stdlib_module_names) | {"numpy", f"{NAME}.errors", "__future__"} | {f"{NAME}.{m}" for m in extra}
     imported = {name.split(".")[0] if not name.startswith(NAME) else name

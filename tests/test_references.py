@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from versatune_mlops.config import load_config
+from versatune_mlops.mixing.curves import curve_fit_reference, fit_power_law
 from versatune_mlops.mixing.strategies import DomainSignals, build_strategy
-from versatune_mlops.mixing.weights import Coefficients, curve_fit_reference, fit_power_law, released_code_potential
+from versatune_mlops.mixing.weights import Coefficients, released_code_potential
 from versatune_mlops.training.steps import refit_reference
 
 

@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 from ..config import RunConfig
 from ..data.formatting import IGNORE_INDEX, collate
 from ..errors import TrainingDivergedError
+from ..mixing.curves import curve_fit_reference
 from ..mixing.strategies import DomainSignals
-from ..mixing.weights import curve_fit_reference, normalise
+from ..mixing.weights import normalise
 from . import checkpointing
 from .evaluation import domain_metrics
 from .setup import evaluate_losses
