@@ -119,6 +119,16 @@ def test_keys_that_would_have_no_effect_are_refused(overrides, fragment):
         load_config("tiny", overrides=overrides)
 
 
+def test_a_share_cap_below_one_over_the_domain_count_is_refused_once_the_domains_are_known():
+    """Before any model loads: prepare_inputs checks it against the loaded data's domains."""
+    from versatune_mlops.config import check_domains_against_data
+
+    config = load_config("tiny", overrides={"method.max_domain_share": 0.2})
+    check_domains_against_data(config, ["law", "medicine", "finance", "science", "code", "general"])  # 0.2 >= 1/6
+    with pytest.raises(ConfigError, match=r"method.max_domain_share: 0.2 is below 1/4.*at least 0.2500"):
+        check_domains_against_data(config, ["law", "medicine", "code", "general"])
+
+
 def test_coefficients_come_out_of_the_config_as_one_frozen_object():
     import dataclasses
 

@@ -6,8 +6,11 @@ from mlflow.tracking import MlflowClient
 from versatune_mlops.config import load_config
 from versatune_mlops.errors import ConfigError
 from versatune_mlops.integrations.ray.reports import ASHA_TIME_ATTR, asha_time
-from versatune_mlops.integrations.ray.tuning import (FAIL_TRIAL_ENV, TrialRecord, asha_milestones, fault_drill, grid_size,
-                                                     pick_best, trial_concurrency, trial_cpus)
+from versatune_mlops.config.schema import sweep_baseline
+from versatune_mlops.integrations.ray.tuning import (BASELINE_KEY, FAIL_TRIAL_ENV, SweepResult, TrialRecord,
+                                                     asha_milestones, baseline_params, fault_drill, gain_over_baseline,
+                                                     grid_size, param_space, pick_best, trial_concurrency, trial_config,
+                                                     trial_cpus, trial_name)
 
 DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
 
@@ -19,6 +22,12 @@ DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
     ({"tune.interval": []}, "non-empty list of positive step counts"),
     ({"tune.searcher": "bayes"}, "Unknown searcher 'bayes'"),
     ({"tune.objective": "accuracy/law"}, "tune.objective='accuracy/law' is unknown"),
+    ({"tune.baseline": "random"}, "tune.baseline='random': Unknown method"),
+    ({"tune.baseline": "target_only"}, "tune.baseline='target_only': method='target_only' is an expansion baseline"),
+    ({"tune.max_domain_share": [0.3, 1.5]}, "must be a list of shares in (0, 1] (null: no cap)"),
+    ({"tune.max_domain_share": [0.3], "method.method": "doremi"}, "this sweep is method='doremi'"),
+    ({"tune.max_domain_share": [0.1, 0.3], "data.domains": DOMAINS}, "tune.max_domain_share: 0.1 is below 1/6"),
+    ({"method.max_domain_share": 0.15, "data.domains": DOMAINS}, "method.max_domain_share: 0.15 is below 1/6"),
 ])
 def test_bad_search_space_is_rejected_before_ray_starts(overrides, fragment):
     with pytest.raises(ConfigError) as info:
@@ -39,6 +48,79 @@ def test_grid_size_and_concurrency_follow_the_config_and_the_cluster():
     assert trial_concurrency(smollm2, cluster_cpus=16, cluster_memory_gb=16) == 1, "12 GB per SmolLM2 trial"
     sized = load_config("tiny", overrides={"tune.memory_per_trial_gb": 0.5})
     assert trial_concurrency(sized, cluster_cpus=16, cluster_memory_gb=2) == 4
+
+
+def test_the_baseline_is_uniform_mixing_for_fostering_and_target_plus_uniform_for_expansion():
+    assert sweep_baseline(load_config("tiny")) == "uniform"
+    expansion = load_config("tiny", overrides={"method.mode": "expansion", "method.target": "law"})
+    assert sweep_baseline(expansion) == "target_uniform"
+    assert sweep_baseline(load_config("tiny", overrides={"tune.baseline": "size_proportional"})) == "size_proportional"
+    assert sweep_baseline(load_config("tiny", overrides={"tune.baseline": None})) is None
+    assert baseline_params(load_config("tiny", overrides={"tune.interval": [4, 8]})) == {BASELINE_KEY: "uniform", "interval": 8}
+    assert baseline_params(load_config("tiny", overrides={"tune.baseline": None})) is None
+
+
+def test_the_baseline_run_mixes_by_its_method_and_a_trial_by_its_coefficients_and_cap():
+    base = load_config("tiny", overrides={"method.max_domain_share": 0.5}).to_dict()
+    baseline = trial_config(base, {BASELINE_KEY: "uniform", "interval": 8})
+    assert (baseline.method.method, baseline.method.max_domain_share, baseline.method.interval) == ("uniform", None, 8)
+    assert trial_name({BASELINE_KEY: "uniform", "interval": 8}) == "baseline-uniform"
+    params = {"alpha": 1.5, "beta": 0.5, "eta": 2.0, "epsilon": 0.05, "interval": 4, "max_domain_share": 0.3}
+    trial = trial_config(base, params)
+    assert trial.method.method == "versatune" and trial.method.max_domain_share == 0.3
+    assert (trial.method.alpha, trial.method.beta, trial.method.eta, trial.method.interval) == (1.5, 0.5, 2.0, 4)
+    assert trial_name(params) == "trial-a1.50-b0.50-e2.00-s0.05-k4-cap0.30"
+    uncapped = trial_config(base, {**params, "max_domain_share": None})
+    assert uncapped.method.max_domain_share is None
+    assert trial_config(base, {k: v for k, v in params.items() if k != "max_domain_share"}).method.max_domain_share == 0.5
+
+
+def test_the_share_cap_joins_the_search_space_only_when_values_are_listed():
+    plain = load_config("tiny", overrides={"tune.searcher": "grid", "tune.grid_points": 2, "tune.interval": [5]})
+    assert "max_domain_share" not in param_space(plain)
+    capped = load_config("tiny", overrides={"tune.searcher": "grid", "tune.grid_points": 2, "tune.interval": [5],
+                                            "tune.max_domain_share": [0.25, 0.3, None]})
+    assert param_space(capped)["max_domain_share"] == {"grid_search": [0.25, 0.3, None]}
+    assert grid_size(capped) == 3 * grid_size(plain)
+    optuna = load_config("tiny", overrides={"tune.max_domain_share": [0.25, 0.3]})
+    assert sorted(param_space(optuna)["max_domain_share"].categories) == [0.25, 0.3]
+
+
+def test_gain_over_the_baseline_is_positive_when_better_in_the_objectives_direction():
+    assert gain_over_baseline(0.11, 0.10, "max") == pytest.approx(0.10)
+    assert gain_over_baseline(0.09, 0.10, "max") == pytest.approx(-0.10)
+    assert gain_over_baseline(1.8, 2.0, "min") == pytest.approx(0.10), "a lower loss is a gain"
+    assert gain_over_baseline(2.2, 2.0, "min") == pytest.approx(-0.10)
+    for objective, baseline in ((None, 0.1), (0.1, None), (float("nan"), 0.1), (0.1, 0.0)):
+        assert gain_over_baseline(objective, baseline, "max") is None
+
+
+def test_the_sweep_table_shows_the_gain_over_the_baseline_and_says_when_no_trial_beats_it():
+    from versatune_mlops.cli.commands import sweep_table
+
+    params = {"alpha": 1.0, "beta": 1.0, "eta": 2.0, "epsilon": 0.0, "interval": 16}
+    losing = SweepResult("score/multi_domain", "max", trials=[
+        TrialRecord({**params, "max_domain_share": 0.3}, 0.14184, "a", "finished", gain=-0.001),
+        TrialRecord({**params, "max_domain_share": None}, 0.14099, "b", "finished", gain=-0.007),
+        TrialRecord({**params, "max_domain_share": 0.45}, None, "c", "error", error="ValueError: boom")],
+        baseline=TrialRecord({BASELINE_KEY: "uniform", "interval": 16}, 0.14199, "u", "finished"))
+    losing.best = pick_best(losing.trials, "max")
+    table = sweep_table(losing)
+    lines = table.splitlines()
+    assert "cap" in lines[0] and "vs uniform" in lines[0]
+    assert lines[1].split()[5:8] == ["0.300", "0.14184", "-0.10%"]
+    assert lines[2].split()[5:8] == ["none", "0.14099", "-0.70%"]
+    assert lines[3].split()[5:8] == ["0.450", "-", "-"]
+    assert "Trial c failed: ValueError: boom" in table
+    assert "Baseline (uniform): score/multi_domain = 0.14199 (run u)" in table
+    assert "Warning: no trial beat the uniform baseline (best -0.10%)" in table
+    winning = SweepResult("score/multi_domain", "max", trials=[TrialRecord(params, 0.15, "a", "finished", gain=0.056)],
+                          baseline=losing.baseline)
+    winning.best = winning.trials[0]
+    assert winning.beaten() is True and "Warning" not in sweep_table(winning)
+    without = SweepResult("score/multi_domain", "max", trials=[TrialRecord(params, 0.15, "a", "finished")])
+    without.best = without.trials[0]
+    assert without.beaten() is None and "vs" not in sweep_table(without).splitlines()[0]
 
 
 def test_a_trial_without_train_workers_gets_its_share_of_the_cpus():
@@ -79,9 +161,9 @@ def test_a_malformed_fault_drill_is_rejected(value, monkeypatch):
         fault_drill()
 
 
-def _alpha_grid_sweep(tmp_path, *, alpha, eta, interval, max_steps, asha, workers_per_trial):
-    """A 3-point grid over alpha on the tiny model, the prior given (no probe), no models logged;
-    returns the sweep's result and its parent run id."""
+def _alpha_grid_sweep(tmp_path, *, alpha, eta, interval, max_steps, asha, workers_per_trial, baseline=None):
+    """A 3-point grid over alpha on the tiny model, the prior given (no probe), no models logged
+    (and no baseline run unless asked); returns the sweep's result and its parent run id."""
     import mlflow
 
     from versatune_mlops.integrations.mlflow.tracking import configure_tracking, tracked_run
@@ -92,7 +174,7 @@ def _alpha_grid_sweep(tmp_path, *, alpha, eta, interval, max_steps, asha, worker
         "tune.searcher": "grid", "tune.grid_points": 3, "tune.alpha": alpha, "tune.beta": [1.0, 1.0],
         "tune.eta": [eta, eta], "tune.epsilon": [0.0, 0.0], "tune.interval": [interval], "tune.asha": asha,
         "tune.workers_per_trial": workers_per_trial, "tune.log_models": False, "train.max_steps": max_steps,
-        "train.eval_accuracy": False, "method.prior": {d: 1 / len(DOMAINS) for d in DOMAINS}})
+        "train.eval_accuracy": False, "method.prior": {d: 1 / len(DOMAINS) for d in DOMAINS}, "tune.baseline": baseline})
     with tracked_run(experiment="sweep", run_name="sweep", system_metrics=False) as parent:
         result = run_sweep(config, parent_run_id=parent, experiment_id=mlflow.get_run(parent).info.experiment_id,
                            tracking_uri=uri, output_dir=tmp_path / "out")
@@ -104,8 +186,15 @@ def test_a_failing_trial_is_reported_and_the_sweep_finishes_with_the_others(tmp_
     monkeypatch.setenv(FAIL_TRIAL_ENV, "alpha=1.0")
     # A 3-point grid over alpha, in-process trials.
     result, parent = _alpha_grid_sweep(tmp_path, alpha=[0.0, 2.0], eta=1.0, interval=4, max_steps=8, asha=False,
-                                       workers_per_trial=0)
+                                       workers_per_trial=0, baseline="uniform")
     client = MlflowClient()
+    # The drill selects by alpha; the baseline run has no alpha, so it runs normally and every trial
+    # that reported has its gain over it.
+    assert result.baseline.status == "finished" and result.baseline.objective is not None
+    baseline_run = client.get_run(result.baseline.run_id)
+    assert baseline_run.data.tags["versatune.sweep_role"] == "baseline" and baseline_run.data.params["method.method"] == "uniform"
+    for trial in result.trials:
+        assert trial.gain == pytest.approx(gain_over_baseline(trial.objective, result.baseline.objective, "max"))
     by_alpha = {t.params["alpha"]: t for t in result.trials}
     assert sorted(by_alpha) == [0.0, 1.0, 2.0]
     failed, finished = by_alpha[1.0], [by_alpha[0.0], by_alpha[2.0]]
@@ -117,7 +206,9 @@ def test_a_failing_trial_is_reported_and_the_sweep_finishes_with_the_others(tmp_
     for trial in finished:
         assert trial.status == "finished" and client.get_run(trial.run_id).info.status == "FINISHED"
     assert result.best is max(finished, key=lambda t: t.objective)
-    assert client.get_run(parent).info.status == "FINISHED"
+    parent_run = client.get_run(parent)
+    assert parent_run.info.status == "FINISHED"
+    assert result.baseline.run_id not in {t.run_id for t in result.trials}, "the baseline is never a candidate"
 
 
 @pytest.mark.slow
@@ -160,7 +251,18 @@ def test_two_trial_sweep_creates_child_runs_and_registers_the_best(tmp_path, mon
     runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    (baseline,) = [r for r in children if r.data.tags["versatune.sweep_role"] == "baseline"]
+    children = [r for r in children if r.data.tags["versatune.sweep_role"] == "trial"]
     assert parent.info.status == "FINISHED" and len(children) == 2
+    # The uniform baseline ran with the trials' budget; the parent has its score and the best trial's gain.
+    assert baseline.info.status == "FINISHED" and baseline.data.params["method.method"] == "uniform"
+    assert parent.data.tags["versatune.baseline_run"] == baseline.info.run_id
+    objective = "score/multi_domain"
+    assert parent.data.metrics[f"baseline/{objective}"] == pytest.approx(baseline.data.metrics[objective])
+    best_score = parent.data.metrics[f"best/{objective}"]
+    assert parent.data.metrics["best/gain_vs_baseline"] == pytest.approx(
+        (best_score - baseline.data.metrics[objective]) / baseline.data.metrics[objective])
+    assert parent.data.tags["versatune.best_beats_baseline"] == str(best_score > baseline.data.metrics[objective]).lower()
     for child in children:
         assert child.info.status == "FINISHED"
         assert {"method.alpha", "method.beta", "method.eta", "method.epsilon", "method.interval"} <= set(child.data.params)
@@ -193,7 +295,9 @@ def test_mlflow_run_tune_entry_point_on_the_tiny_preset(tmp_path):
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("tune-entry").experiment_id])
     (sweep,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "tune"]
-    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
+    trials = [r for r in children if r.data.tags["versatune.sweep_role"] == "trial"]
     assert sweep.info.status == "FINISHED" and len(trials) == 4  # tune.num_samples of the preset's defaults
+    assert [r.info.status for r in children if r.data.tags["versatune.sweep_role"] == "baseline"] == ["FINISHED"]
     assert {r.info.status for r in trials} <= {"FINISHED", "KILLED"}, "ASHA-stopped trials end KILLED, never RUNNING"
     assert client.get_model_version_by_alias("versatune-tiny", "champion").run_id == sweep.data.tags["versatune.best_run"]

@@ -105,7 +105,8 @@ class TuneBenchmark:
 def searcher_configs(config: RunConfig, asha_trials: Optional[int]) -> tuple[RunConfig, RunConfig]:
     """The grid sweep and the ASHA + Optuna sweep over the same ranges: in-process trials, no models."""
     tree = config.to_dict()
-    tree["tune"].update(workers_per_trial=0, log_models=False)
+    # No baseline run: this benchmark compares the two searchers' compute, not the trials with uniform.
+    tree["tune"].update(workers_per_trial=0, log_models=False, baseline=None)
     tree["distributed"]["num_workers"] = 0
     grid = from_dict(tree)
     grid.tune.searcher, grid.tune.asha = "grid", False

@@ -218,6 +218,41 @@ def _quiet_steps() -> None:
     logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
 
 
+def sweep_table(result) -> str:
+    """The trials as a table (with the share cap when the sweep tunes it, and each trial's gain over the
+    baseline run when it has one), the failed trials' errors, the best trial and the verdict on it."""
+    capped = any("max_domain_share" in t.params for t in result.trials)
+    baseline = result.baseline_method
+    header = f"{'alpha':>6} {'beta':>6} {'eta':>6} {'eps':>6} {'K':>4}" + (f" {'cap':>5}" if capped else "")
+    header += f" {result.objective:>20}" + (f" {'vs ' + baseline:>14}" if baseline else "") + " status"
+    lines = [header]
+    for t in result.trials:
+        p = t.params
+        row = f"{p['alpha']:>6.3f} {p['beta']:>6.3f} {p['eta']:>6.3f} {p['epsilon']:>6.3f} {int(p['interval']):>4}"
+        if capped:
+            cap = p.get("max_domain_share")
+            row += f" {'none' if cap is None else format(cap, '.3f'):>5}"
+        row += f" {format(t.objective, '.5g') if t.objective is not None else '-':>20}"
+        if baseline:
+            row += f" {format(100 * t.gain, '+.2f') + '%' if t.gain is not None else '-':>14}"
+        lines.append(f"{row} {t.status}")
+    lines += [f"Trial {t.run_id} failed: {t.error.splitlines()[0]}" for t in result.trials if t.error]
+    if result.baseline is not None:
+        b = result.baseline
+        if b.status == "finished" and b.objective is not None:
+            lines.append(f"Baseline ({baseline}): {result.objective} = {b.objective:.5g} (run {b.run_id})")
+        else:
+            reason = b.error.splitlines()[0] if b.error else b.status
+            lines.append(f"Baseline ({baseline}) did not finish, so the trials have no gain over it: {reason}")
+    if result.best is not None:
+        lines.append(f"Best: {result.best.params} -> {result.objective} = {result.best.objective:.5g} "
+                     f"(run {result.best.run_id})")
+    if result.beaten() is False:
+        lines.append(f"Warning: no trial beat the {baseline} baseline (best {100 * result.best.gain:+.2f}%). "
+                     f"These coefficients lose to {baseline} mixing at this budget; widen the ranges or train longer.")
+    return "\n".join(lines)
+
+
 def cmd_tune(args) -> int:
     config = config_and_tracking(args)  # bad ranges fail before Ray starts
     from ..integrations.mlflow.entrypoints import sweep
@@ -226,15 +261,7 @@ def cmd_tune(args) -> int:
     result, registration = sweep(config, tracking_uri=args.tracking_uri, experiment=args.experiment,
                                  run_name=args.run_name, output_dir=args.output_dir, model_name=model_name,
                                  alias=args.alias)
-    print(f"{'alpha':>6} {'beta':>6} {'eta':>6} {'eps':>6} {'K':>4} {result.objective:>20} status")
-    for t in result.trials:
-        value = f"{t.objective:.5g}" if t.objective is not None else "-"
-        print(f"{t.params['alpha']:>6.3f} {t.params['beta']:>6.3f} {t.params['eta']:>6.3f} {t.params['epsilon']:>6.3f} "
-              f"{int(t.params['interval']):>4} {value:>20} {t.status}")
-    for t in result.trials:
-        if t.error:
-            print(f"Trial {t.run_id} failed: {t.error.splitlines()[0]}")
-    print(f"Best: {result.best.params} -> {result.objective} = {result.best.objective:.5g} (run {result.best.run_id})")
+    print(sweep_table(result))
     if registration:
         print(f"Registered {registration.model_name} version {registration.version} @{registration.alias}")
     return 0

@@ -293,8 +293,24 @@ class TuneConfig:
     epsilon: list[float] = field(default_factory=lambda: [0.0, 0.1])
     interval: list[int] = field(default_factory=lambda: [5, 10])
     """Re-weighting intervals to choose from."""
+    max_domain_share: list[Optional[float]] = field(default_factory=list)
+    """Values of ``method.max_domain_share`` to choose from (VersaTune fostering; null = no cap), e.g.
+    ``[0.2, 0.25, 0.3, null]``; empty: not tuned, every trial keeps ``method.max_domain_share``."""
+    baseline: Optional[str] = "auto"
+    """A mixing method the sweep runs once more, with the trials' data, seed and budget, as the reference
+    every trial is measured against (the 'vs baseline' column, ``best/gain_vs_baseline`` on the sweep
+    run), so a sweep whose every trial loses to plain mixing says so. ``auto``: ``uniform`` in fostering
+    mode, ``target_uniform`` in expansion mode; null: no baseline run."""
     log_models: bool = True
     seed: int = 0
+
+
+def sweep_baseline(config: "RunConfig") -> Optional[str]:
+    """The method of a sweep's baseline run (``tune.baseline`` with ``auto`` resolved), or None."""
+    baseline = config.tune.baseline
+    if baseline == "auto":
+        return "target_uniform" if config.method.mode == "expansion" else "uniform"
+    return baseline
 
 
 @dataclass

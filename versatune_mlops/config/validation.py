@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from ..mixing.strategies import check_method_mode
 from .schema import (ATTENTION_IMPLEMENTATIONS, COEFFICIENT_BOUNDS, ESTIMATORS, OBJECTIVES, PARALLEL_STRATEGIES,
-                     REFERENCE_STRATEGIES, SEARCHERS, RunConfig)
+                     REFERENCE_STRATEGIES, SEARCHERS, RunConfig, sweep_baseline)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -143,6 +143,8 @@ def _validate_method(config: RunConfig) -> None:
         _check(mc.method == "versatune" and mc.mode == "fostering",
                f"method.max_domain_share caps VersaTune's fostering mixture; this run is method={mc.method!r}, "
                f"mode={mc.mode!r}. Drop it (expansion bounds its target with method.target_max_share).")
+        if d.domains:
+            _check_caps([mc.max_domain_share], len(d.domains), "method.max_domain_share")
     if mc.prior is not None:
         validate_distribution(mc.prior, "method.prior")
     _check(mc.reference in REFERENCE_STRATEGIES,
@@ -243,11 +245,39 @@ def _validate_tune(config: RunConfig) -> None:
     _check(isinstance(tc.interval, list) and len(tc.interval) >= 1
            and all(isinstance(i, int) and i >= 1 for i in tc.interval),
            f"tune.interval={tc.interval!r} must be a non-empty list of positive step counts.")
+    baseline = sweep_baseline(config)
+    if baseline is not None:
+        try:
+            check_method_mode(baseline, config.method.mode)
+        except ConfigError as error:
+            raise ConfigError(f"tune.baseline={tc.baseline!r}: {error} Or set tune.baseline=auto (uniform mixing "
+                              f"for this mode), or null for no baseline run.") from None
+    _check(isinstance(tc.max_domain_share, list)
+           and all(v is None or (_is_number(v) and 0 < v <= 1) for v in tc.max_domain_share),
+           f"tune.max_domain_share={tc.max_domain_share!r} must be a list of shares in (0, 1] (null: no cap), "
+           f"e.g. [0.2, 0.3, null].")
+    if tc.max_domain_share:
+        mc = config.method
+        _check(mc.method == "versatune" and mc.mode == "fostering",
+               f"tune.max_domain_share tunes VersaTune's fostering cap; this sweep is method={mc.method!r}, "
+               f"mode={mc.mode!r}. Drop it, or set method.method=versatune and method.mode=fostering.")
+        if config.data.domains:
+            _check_caps(tc.max_domain_share, len(config.data.domains), "tune.max_domain_share")
+
+
+def _check_caps(caps: list, domain_count: int, what: str) -> None:
+    """A share cap below 1/|D| cannot hold: the shares could not sum to one."""
+    low = [cap for cap in caps if cap is not None and cap * domain_count < 1 - 1e-9]
+    _check(not low, f"{what}: {low[0] if low else ''} is below 1/{domain_count}, the share of each of this run's "
+                    f"{domain_count} domains under uniform mixing; set it to at least {1 / domain_count:.4f}.")
 
 
 def check_domains_against_data(config: RunConfig, data_domains: list[str]) -> None:
-    """Checks that need the loaded data: the target and the prior must name the run's domains."""
+    """Checks that need the loaded data (before any model loads): the target, the prior and the share
+    caps must fit the run's domains."""
     mc = config.method
+    if mc.max_domain_share is not None:
+        _check_caps([mc.max_domain_share], len(data_domains), "method.max_domain_share")
     if mc.mode == "expansion" and mc.target not in data_domains:
         raise ConfigError(
             f"Target domain {mc.target!r} is not a domain of this run ({', '.join(data_domains)}). "

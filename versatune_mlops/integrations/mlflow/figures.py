@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import matplotlib
 
@@ -48,8 +48,10 @@ def domain_bars_figure(panels: Mapping[str, Mapping[str, float]], path: Path, ti
     return save_figure(fig, path)
 
 
-def sweep_figure(trials: Sequence, objective: str, path: Path) -> Path:
-    """Objective against α and against β, one point per trial (failed/stopped trials hollow)."""
+def sweep_figure(trials: Sequence, objective: str, path: Path,
+                 baseline: Optional[tuple[str, float]] = None) -> Path:
+    """Objective against α and against β, one point per trial (failed/stopped trials hollow); a dashed
+    line at the baseline run's objective when ``baseline`` is (method, objective)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
     for ax, name in zip(axes, ("alpha", "beta")):
         for trial in trials:
@@ -58,7 +60,11 @@ def sweep_figure(trials: Sequence, objective: str, path: Path) -> Path:
             filled = trial.status == "finished"
             ax.scatter(trial.params[name], trial.objective, s=36, edgecolors="tab:blue",
                        facecolors="tab:blue" if filled else "none")
+        if baseline is not None:
+            ax.axhline(baseline[1], color="tab:gray", linestyle="--", linewidth=1, label=f"baseline ({baseline[0]})")
         ax.set(xlabel=f"{name} ({'potential' if name == 'alpha' else 'forgetting'} coefficient)")
+    if baseline is not None:
+        axes[1].legend(loc="best", fontsize=8)
     axes[0].set(ylabel=objective, title="Sweep: objective vs coefficients")
     return save_figure(fig, path)
 

@@ -1,4 +1,5 @@
-"""Ray Tune glue: sweep the re-weighting coefficients (α, β, η, ε, interval), one MLflow child run per trial.
+"""Ray Tune glue: sweep the re-weighting coefficients (α, β, η, ε, interval, and VersaTune's share cap
+when ``tune.max_domain_share`` lists values), one MLflow child run per trial, plus one baseline run.
 
 Each trial is a function trainable that turns its Tune config into a typed RunConfig on its first
 line, opens its own MLflow child run (explicit ids: the parent's MLFLOW_RUN_ID leaks into trials),
@@ -6,6 +7,11 @@ and trains, on a TorchTrainer of its own when ``tune.workers_per_trial > 0`` (Ra
 pattern, metrics forwarded by TuneReportCallback), else in the trial process. Concurrency comes from
 the cluster's CPUs, GPUs and memory, so a 2-CPU machine never deadlocks with trial drivers holding
 every CPU and two SmolLM2 trials do not share a machine that holds one.
+
+Before the trials, the sweep runs its baseline (``tune.baseline``: uniform mixing unless told
+otherwise) once, through the same trial function, with the trials' data, seed and budget. Each trial
+is then reported with its gain over it: on the multi-genre benchmark's tuning seed every VersaTune
+trial lost to uniform, which a score-only ranking could not show.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ...config import TUNED, RunConfig, from_dict, objective_mode, validate
+from ...config.schema import sweep_baseline
 from ...errors import ConfigError
 from .reports import ASHA_TIME_ATTR, TuneReporter
 
@@ -33,14 +40,24 @@ def param_space(config: RunConfig) -> dict[str, Any]:
     from ray import tune
 
     tc = config.tune
+    choices = {name: list(getattr(tc, name)) for name in CHOSEN if getattr(tc, name)}
     if tc.searcher == "grid":
         space = {name: tune.grid_search(_grid_values(config, name)) for name in TUNED}
-        space["interval"] = tune.grid_search(list(tc.interval))
-        return space
+        return space | {name: tune.grid_search(values) for name, values in choices.items()}
     space = {name: (tune.uniform(*getattr(tc, name)) if getattr(tc, name)[0] < getattr(tc, name)[1]
                     else getattr(tc, name)[0]) for name in TUNED}
-    space["interval"] = tune.choice(list(tc.interval))
-    return space
+    return space | {name: tune.choice(values) for name, values in choices.items()}
+
+
+# Parameters a trial picks from a list (tune.<name>) rather than a range; an empty list is not tuned.
+CHOSEN = ("interval", "max_domain_share")
+# The key of the baseline run's params: its method (it has no coefficients of its own).
+BASELINE_KEY = "baseline"
+
+
+def trial_param_names(config: RunConfig) -> tuple[str, ...]:
+    """The method.* keys a trial of this sweep sets (logged on each child run, shown in the table)."""
+    return (*TUNED, *(name for name in CHOSEN if getattr(config.tune, name)))
 
 
 # Peak memory of one trial of the embedded models (DESIGN.md §4.1 and §6: SmolLM2 full fine-tuning
@@ -93,12 +110,49 @@ def asha_milestones(config: RunConfig) -> dict[str, int]:
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> RunConfig:
+    """A trial's RunConfig: the sweep's config with the trial's params; the baseline run's params name
+    its method instead of coefficients, so it mixes by that method and has no share cap."""
     tree = copy.deepcopy(base)
-    for name in TUNED:
-        tree["method"][name] = float(params[name])
+    if params.get(BASELINE_KEY):
+        tree["method"].update(method=params[BASELINE_KEY], max_domain_share=None)
+    else:
+        for name in TUNED:
+            tree["method"][name] = float(params[name])
+        if "max_domain_share" in params:
+            cap = params["max_domain_share"]
+            tree["method"]["max_domain_share"] = None if cap is None else float(cap)
     tree["method"]["interval"] = int(params["interval"])
     tree["distributed"]["num_workers"] = int(tree["tune"]["workers_per_trial"])
     return validate(from_dict(tree))
+
+
+def baseline_params(config: RunConfig) -> Optional[dict[str, Any]]:
+    """The baseline run's params, or None when the sweep has no baseline. It evaluates at the
+    longest interval of the search space, so its curve shares those steps with every trial's."""
+    method = sweep_baseline(config)
+    return None if method is None else {BASELINE_KEY: method, "interval": max(config.tune.interval)}
+
+
+def trial_name(params: dict[str, Any]) -> str:
+    if params.get(BASELINE_KEY):
+        return f"baseline-{params[BASELINE_KEY]}"
+    name = (f"trial-a{params['alpha']:.2f}-b{params['beta']:.2f}-e{params['eta']:.2f}-s{params['epsilon']:.2f}"
+            f"-k{int(params['interval'])}")
+    if "max_domain_share" in params:
+        cap = params["max_domain_share"]
+        name += "-capnone" if cap is None else f"-cap{float(cap):.2f}"
+    return name
+
+
+def gain_over_baseline(objective: Optional[float], baseline: Optional[float], mode: str) -> Optional[float]:
+    """How much better ``objective`` is than the baseline's, relative to it, in the objective's direction
+    (+0.01: 1% better, whether the objective is maximised or minimised); None when either is missing."""
+    if objective is None or baseline is None or not (math.isfinite(objective) and math.isfinite(baseline)):
+        return None
+    if baseline == 0:
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    return sign * (objective - baseline) / abs(baseline)
 
 
 # Fault drill: ``VERSATUNE_FAIL_TRIAL=alpha=1.0`` makes the trial whose alpha is 1.0 raise once it has
@@ -138,12 +192,15 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) 
     config = trial_config(base, params)
     configure_tracking(sweep["tracking_uri"])
     trial_id = tune.get_context().get_trial_id()
-    name = f"trial-a{params['alpha']:.2f}-b{params['beta']:.2f}-e{params['eta']:.2f}-s{params['epsilon']:.2f}-k{int(params['interval'])}"
+    baseline = bool(params.get(BASELINE_KEY))
     run_id = MlflowClient().create_run(
-        sweep["experiment_id"], run_name=name,
-        tags={"mlflow.parentRunId": sweep["parent_run_id"], "versatune.trial_id": trial_id, **run_tags(config)},
+        sweep["experiment_id"], run_name=trial_name(params),
+        tags={"mlflow.parentRunId": sweep["parent_run_id"], "versatune.trial_id": trial_id,
+              "versatune.sweep_role": "baseline" if baseline else "trial", **run_tags(config)},
     ).info.run_id
-    log_params(run_id, {f"method.{key}": params[key] for key in (*TUNED, "interval")})
+    log_params(run_id, {"method.method": config.method.method, "method.interval": config.method.interval}
+               | ({} if baseline else {f"method.{key}": params[key] for key in TUNED if key in params}
+                  | {f"method.{key}": params[key] for key in CHOSEN if key in params}))
     config.train.save_model = sweep["log_models"]
     output = Path(sweep["output_dir"]) / run_id
     fault = sweep.get("fail_trial")
@@ -159,7 +216,7 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) 
             from ...training.loop import train
 
             train(config, output, hooks=[MlflowTrackingHooks(run_id, log_model=sweep["log_models"]), TuneReporter()])
-        if fault is not None and math.isclose(float(params[fault[0]]), fault[1], abs_tol=1e-9):
+        if fault is not None and not baseline and math.isclose(float(params[fault[0]]), fault[1], abs_tol=1e-9):
             raise InjectedTrialFault(f"fault drill {FAIL_TRIAL_ENV}={fault[0]}={fault[1]:g}: this trial raises after "
                                      f"reporting its final evaluation. Unset {FAIL_TRIAL_ENV} to run it normally.")
 
@@ -175,6 +232,8 @@ class TrialRecord:
     """Training steps the trial ran (its last reported step)."""
     started: Optional[float] = None
     """Unix time of its first report (whole seconds, Ray's timestamp), to order trials as they ran."""
+    gain: Optional[float] = None
+    """Relative gain of its objective over the baseline run's (see :func:`gain_over_baseline`)."""
 
 
 @dataclass
@@ -183,6 +242,17 @@ class SweepResult:
     mode: str
     trials: list[TrialRecord] = field(default_factory=list)
     best: Optional[TrialRecord] = None
+    baseline: Optional[TrialRecord] = None
+    """The baseline run (its params: ``{"baseline": method, "interval": K}``), or None without one."""
+
+    @property
+    def baseline_method(self) -> Optional[str]:
+        return self.baseline.params.get(BASELINE_KEY) if self.baseline is not None else None
+
+    def beaten(self) -> Optional[bool]:
+        """Whether the best trial beats the baseline; None when either is missing."""
+        gain = self.best.gain if self.best is not None else None
+        return None if gain is None else gain > 0
 
 
 def pick_best(trials: list[TrialRecord], mode: str) -> Optional[TrialRecord]:
@@ -224,13 +294,24 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
              "output_dir": str(output_dir / "trials"), "log_models": tc.log_models, "fail_trial": fail_trial}
     cpus = trial_cpus(config, resources.get("CPU", 1), concurrency)
     trainable = tune.with_resources(tune.with_parameters(_trial, base=config.to_dict(), sweep=sweep), {"cpu": cpus})
+    storage = str(output_dir / "ray_tune")
+    baseline = baseline_params(config)
+    baseline_grid = None
+    if baseline is not None:
+        # First, alone: one run, no searcher or scheduler (ASHA must not stop the reference).
+        log.info("Tune: baseline run (%s mixing, the trials' data, seed and budget)", baseline[BASELINE_KEY])
+        baseline_grid = tune.Tuner(
+            trainable, param_space=baseline,
+            tune_config=tune.TuneConfig(metric=tc.objective, mode=mode, num_samples=1),
+            run_config=tune.RunConfig(name=f"baseline-{parent_run_id}", storage_path=storage),
+        ).fit()
     tuner = tune.Tuner(
         trainable,
         param_space=param_space(config),
         tune_config=tune.TuneConfig(metric=tc.objective, mode=mode, search_alg=search_alg, scheduler=scheduler,
                                     num_samples=1 if tc.searcher == "grid" else tc.num_samples,
                                     max_concurrent_trials=concurrency),
-        run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=str(output_dir / "ray_tune")),
+        run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=storage),
     )
     log.info("Tune: %s searcher, ASHA=%s, %d concurrent trial(s) (cluster: %g CPU, %g GPU, %.0f GB; a trial: "
              "%d CPU, %s GB)", tc.searcher, tc.asha, concurrency, resources.get("CPU", 0), resources.get("GPU", 0),
@@ -240,57 +321,98 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
     client = MlflowClient()
     children = {r.data.tags.get("versatune.trial_id"): r for r in
                 client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")}
-    result = SweepResult(objective=tc.objective, mode=mode)
-    for trial in grid:
-        trial_id = trial.metrics.get("trial_id") if trial.metrics else None
-        run = children.get(trial_id)
-        run_id = run.info.run_id if run else None
-        if trial.error is not None:
-            # The child run's tag holds the trial's own exception; Ray's error wraps it in a remote traceback.
-            tagged = run.data.tags.get("versatune.error") if run is not None else None
-            status, error = "error", (tagged or f"{type(trial.error).__name__}: {trial.error}")[:2000]
-        elif run is not None and run.info.status != "FINISHED":
-            # No error from Ray, yet the run did not finish: the scheduler stopped it. Ray ends the trial's
-            # process (SIGTERM), which leaves the run RUNNING, or KILLED when the signal lands in the trial.
-            status, error = "stopped", None
-            client.set_tag(run_id, "versatune.stopped_early", "asha" if tc.asha else "scheduler")
-            client.set_terminated(run_id, status="KILLED")
+    names = trial_param_names(config)
+    result = SweepResult(objective=tc.objective, mode=mode,
+                         trials=[_record(trial, children, client, tc, names) for trial in grid])
+    if baseline_grid is not None:
+        (result.baseline,) = [_record(trial, children, client, tc, (BASELINE_KEY, "interval"))
+                              for trial in baseline_grid]
+        if result.baseline.status != "finished":
+            log.warning("The baseline run did not finish (%s), so the trials have no gain over it.",
+                        result.baseline.error or result.baseline.status)
         else:
-            status, error = ("finished" if run is None or run.info.status == "FINISHED" else "error"), None
-        value = trial.metrics.get(tc.objective) if trial.metrics else None
-        # A trial that failed before its first report may lack its config; its child run has the params.
-        logged = run.data.params if run is not None else {}
-        params = {k: (trial.config or {}).get(k, float(logged.get(f"method.{k}", "nan"))) for k in (*TUNED, "interval")}
-        history = trial.metrics_dataframe
-        started = float(history["timestamp"].min()) if history is not None and "timestamp" in history else None
-        steps = trial.metrics.get("step") if trial.metrics else None
-        result.trials.append(TrialRecord(params=params, objective=value, run_id=run_id, status=status, error=error,
-                                         steps=int(steps) if steps is not None else None, started=started))
+            for trial in result.trials:
+                trial.gain = gain_over_baseline(trial.objective, result.baseline.objective, mode)
     result.best = pick_best(result.trials, mode)
+    if result.beaten() is False:
+        log.warning("No trial beat the %s baseline: the best trial's %s is %+.2f%% against it. Widen the search "
+                    "space or lengthen the budget before trusting these coefficients.", result.baseline_method,
+                    tc.objective, 100 * result.best.gain)
     return result
 
 
+def _record(trial, children: dict, client, tc, names: tuple[str, ...]) -> TrialRecord:
+    """One Ray trial result (and its MLflow child run) as a TrialRecord; ends a stopped trial's run."""
+    trial_id = trial.metrics.get("trial_id") if trial.metrics else None
+    run = children.get(trial_id)
+    run_id = run.info.run_id if run else None
+    if trial.error is not None:
+        # The child run's tag holds the trial's own exception; Ray's error wraps it in a remote traceback.
+        tagged = run.data.tags.get("versatune.error") if run is not None else None
+        status, error = "error", (tagged or f"{type(trial.error).__name__}: {trial.error}")[:2000]
+    elif run is not None and run.info.status != "FINISHED":
+        # No error from Ray, yet the run did not finish: the scheduler stopped it. Ray ends the trial's
+        # process (SIGTERM), which leaves the run RUNNING, or KILLED when the signal lands in the trial.
+        status, error = "stopped", None
+        client.set_tag(run_id, "versatune.stopped_early", "asha" if tc.asha else "scheduler")
+        client.set_terminated(run_id, status="KILLED")
+    else:
+        status, error = ("finished" if run is None or run.info.status == "FINISHED" else "error"), None
+    value = trial.metrics.get(tc.objective) if trial.metrics else None
+    # A trial that failed before its first report may lack its config; its child run has the params.
+    logged = run.data.params if run is not None else {}
+    params = {k: (trial.config or {}).get(k, _logged_value(logged.get(f"method.{k}"))) for k in names}
+    history = trial.metrics_dataframe
+    started = float(history["timestamp"].min()) if history is not None and "timestamp" in history else None
+    steps = trial.metrics.get("step") if trial.metrics else None
+    return TrialRecord(params=params, objective=value, run_id=run_id, status=status, error=error,
+                       steps=int(steps) if steps is not None else None, started=started)
+
+
+def _logged_value(text: Optional[str]) -> Any:
+    """A param as MLflow logged it (a string) back as a number where it is one; None stays None."""
+    if text is None:
+        return math.nan
+    if text == "None":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def log_sweep(result: SweepResult, parent_run_id: str) -> None:
-    """Best configuration, a trials table and objective-vs-α/β figure on the parent run."""
+    """Best configuration, the baseline and each trial's gain over it, a trials table and the
+    objective-vs-α/β figure on the parent run."""
     from mlflow.tracking import MlflowClient
 
     from ..mlflow.figures import sweep_figure
     from ..mlflow.tracking import log_metrics
 
     client = MlflowClient()
-    rows = [{**t.params, "objective": t.objective, "status": t.status, "run_id": t.run_id or "", "error": t.error or ""}
-            for t in result.trials]
-    client.log_table(parent_run_id, {k: [r[k] for r in rows] for k in rows[0]}, "trials.json")
+    rows = [{**t.params, "objective": t.objective, "gain_vs_baseline": t.gain, "status": t.status,
+             "run_id": t.run_id or "", "error": t.error or ""} for t in result.trials]
+    client.log_table(parent_run_id, {k: [r.get(k) for r in rows] for k in rows[0]}, "trials.json")
+    baseline = result.baseline if result.baseline is not None and result.baseline.status == "finished" else None
     with tempfile.TemporaryDirectory() as tmp:
-        sweep_figure(result.trials, result.objective, Path(tmp) / "objective_vs_alpha_beta.png")
+        sweep_figure(result.trials, result.objective, Path(tmp) / "objective_vs_alpha_beta.png",
+                     baseline=(result.baseline_method, baseline.objective) if baseline else None)
         client.log_artifact(parent_run_id, str(Path(tmp) / "objective_vs_alpha_beta.png"), "figures")
     counts = {s: sum(t.status == s for t in result.trials) for s in ("finished", "stopped", "error")}
     log_metrics(parent_run_id, {f"trials/{k}": v for k, v in counts.items()}, step=0)
+    if result.baseline is not None:
+        client.set_tag(parent_run_id, "versatune.baseline", result.baseline_method)
+        client.set_tag(parent_run_id, "versatune.baseline_run", result.baseline.run_id or "")
+    if baseline is not None and baseline.objective is not None:
+        log_metrics(parent_run_id, {f"baseline/{result.objective}": baseline.objective}, step=0)
     if result.best is not None:
         for name, value in result.best.params.items():
             client.set_tag(parent_run_id, f"versatune.best.{name}", str(value))
         client.set_tag(parent_run_id, "versatune.best_run", result.best.run_id or "")
         log_metrics(parent_run_id, {f"best/{result.objective}": result.best.objective}, step=0)
+        if result.beaten() is not None:
+            log_metrics(parent_run_id, {"best/gain_vs_baseline": result.best.gain}, step=0)
+            client.set_tag(parent_run_id, "versatune.best_beats_baseline", str(result.beaten()).lower())
 
 
 def _grid_values(config: RunConfig, name: str) -> list[float]:
@@ -300,6 +422,7 @@ def _grid_values(config: RunConfig, name: str) -> list[float]:
 
 
 def grid_size(config: RunConfig) -> int:
-    sizes = [len(_grid_values(config, n)) for n in TUNED]
-    return int(np.prod(sizes)) * len(config.tune.interval)
+    """Trials of a grid sweep (the baseline run not counted)."""
+    sizes = [len(_grid_values(config, n)) for n in TUNED] + [len(getattr(config.tune, n)) or 1 for n in CHOSEN]
+    return int(np.prod(sizes))
 
