@@ -256,6 +256,7 @@ def test_two_trial_sweep_creates_child_runs_and_registers_the_best(tmp_path, mon
     assert parent.info.status == "FINISHED" and len(children) == 2
     # The uniform baseline ran with the trials' budget; the parent has its score and the best trial's gain.
     assert baseline.info.status == "FINISHED" and baseline.data.params["method.method"] == "uniform"
+    assert "versatune.model_uri" not in baseline.data.tags, "the baseline logs no model, so it is never registered"
     assert parent.data.tags["versatune.baseline_run"] == baseline.info.run_id
     objective = "score/multi_domain"
     assert parent.data.metrics[f"baseline/{objective}"] == pytest.approx(baseline.data.metrics[objective])

@@ -201,7 +201,10 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) 
     log_params(run_id, {"method.method": config.method.method, "method.interval": config.method.interval}
                | ({} if baseline else {f"method.{key}": params[key] for key in TUNED if key in params}
                   | {f"method.{key}": params[key] for key in CHOSEN if key in params}))
-    config.train.save_model = sweep["log_models"]
+    # The baseline logs no model: it is the trials' yardstick, and the registry (which picks among runs
+    # with a logged model) must never register it.
+    log_models = sweep["log_models"] and not baseline
+    config.train.save_model = log_models
     output = Path(sweep["output_dir"]) / run_id
     fault = sweep.get("fail_trial")
     with tracked_run(run_id=run_id, system_metrics=False):
@@ -215,7 +218,7 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) 
         else:
             from ...training.loop import train
 
-            train(config, output, hooks=[MlflowTrackingHooks(run_id, log_model=sweep["log_models"]), TuneReporter()])
+            train(config, output, hooks=[MlflowTrackingHooks(run_id, log_model=log_models), TuneReporter()])
         if fault is not None and not baseline and math.isclose(float(params[fault[0]]), fault[1], abs_tol=1e-9):
             raise InjectedTrialFault(f"fault drill {FAIL_TRIAL_ENV}={fault[0]}={fault[1]:g}: this trial raises after "
                                      f"reporting its final evaluation. Unset {FAIL_TRIAL_ENV} to run it normally.")
