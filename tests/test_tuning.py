@@ -28,6 +28,9 @@ DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
     ({"tune.max_domain_share": [0.3], "method.method": "doremi"}, "this sweep is method='doremi'"),
     ({"tune.max_domain_share": [0.1, 0.3], "data.domains": DOMAINS}, "tune.max_domain_share: 0.1 is below 1/6"),
     ({"method.max_domain_share": 0.15, "data.domains": DOMAINS}, "method.max_domain_share: 0.15 is below 1/6"),
+    ({"tune.target_initial_share": [0.5]}, "tunes the target's starting share in expansion mode"),
+    ({"tune.target_initial_share": [0.5, 0.95], "method.mode": "expansion", "method.target": "law"},
+     "must be a list of shares in (0, method.target_max_share=0.9]"),
 ])
 def test_bad_search_space_is_rejected_before_ray_starts(overrides, fragment):
     with pytest.raises(ConfigError) as info:
@@ -73,6 +76,11 @@ def test_the_baseline_run_mixes_by_its_method_and_a_trial_by_its_coefficients_an
     uncapped = trial_config(base, {**params, "max_domain_share": None})
     assert uncapped.method.max_domain_share is None
     assert trial_config(base, {k: v for k, v in params.items() if k != "max_domain_share"}).method.max_domain_share == 0.5
+    expansion = load_config("tiny", overrides={"method.mode": "expansion", "method.target": "law"}).to_dict()
+    grown = {**{k: v for k, v in params.items() if k != "max_domain_share"}, "target_initial_share": 0.7}
+    assert trial_config(expansion, grown).method.target_initial_share == 0.7
+    assert trial_name(grown) == "trial-a1.50-b0.50-e2.00-s0.05-k4-init0.70"
+    assert trial_config(expansion, {BASELINE_KEY: "target_uniform", "interval": 4}).method.method == "target_uniform"
 
 
 def test_the_share_cap_joins_the_search_space_only_when_values_are_listed():

@@ -219,19 +219,20 @@ def _quiet_steps() -> None:
 
 
 def sweep_table(result) -> str:
-    """The trials as a table (with the share cap when the sweep tunes it, and each trial's gain over the
-    baseline run when it has one), the failed trials' errors, the best trial and the verdict on it."""
-    capped = any("max_domain_share" in t.params for t in result.trials)
+    """The trials as a table (with the chosen shares when the sweep tunes them, and each trial's gain
+    over the baseline run when it has one), the failed trials' errors, the best trial and the verdict."""
+    from ..integrations.ray.tuning import SHARE_LABELS
+
+    shares = [key for key in SHARE_LABELS if any(key in t.params for t in result.trials)]
     baseline = result.baseline_method
-    header = f"{'alpha':>6} {'beta':>6} {'eta':>6} {'eps':>6} {'K':>4}" + (f" {'cap':>5}" if capped else "")
+    header = f"{'alpha':>6} {'beta':>6} {'eta':>6} {'eps':>6} {'K':>4}" + "".join(f" {SHARE_LABELS[k]:>5}" for k in shares)
     header += f" {result.objective:>20}" + (f" {'vs ' + baseline:>14}" if baseline else "") + " status"
     lines = [header]
     for t in result.trials:
         p = t.params
         row = f"{p['alpha']:>6.3f} {p['beta']:>6.3f} {p['eta']:>6.3f} {p['epsilon']:>6.3f} {int(p['interval']):>4}"
-        if capped:
-            cap = p.get("max_domain_share")
-            row += f" {'none' if cap is None else format(cap, '.3f'):>5}"
+        for key in shares:
+            row += f" {'none' if p.get(key) is None else format(p[key], '.3f'):>5}"
         row += f" {format(t.objective, '.5g') if t.objective is not None else '-':>20}"
         if baseline:
             row += f" {format(100 * t.gain, '+.2f') + '%' if t.gain is not None else '-':>14}"

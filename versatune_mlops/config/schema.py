@@ -296,6 +296,9 @@ class TuneConfig:
     max_domain_share: list[Optional[float]] = field(default_factory=list)
     """Values of ``method.max_domain_share`` to choose from (VersaTune fostering; null = no cap), e.g.
     ``[0.2, 0.25, 0.3, null]``; empty: not tuned, every trial keeps ``method.max_domain_share``."""
+    target_initial_share: list[float] = field(default_factory=list)
+    """Values of ``method.target_initial_share`` to choose from (expansion mode), e.g. ``[0.5, 0.7, 0.9]``;
+    empty: not tuned."""
     baseline: Optional[str] = "auto"
     """A mixing method the sweep runs once more, with the trials' data, seed and budget, as the reference
     every trial is measured against (the 'vs baseline' column, ``best/gain_vs_baseline`` on the sweep

@@ -263,6 +263,13 @@ def _validate_tune(config: RunConfig) -> None:
                f"mode={mc.mode!r}. Drop it, or set method.method=versatune and method.mode=fostering.")
         if config.data.domains:
             _check_caps(tc.max_domain_share, len(config.data.domains), "tune.max_domain_share")
+    _check(isinstance(tc.target_initial_share, list)
+           and all(_is_number(v) and 0 < v <= config.method.target_max_share for v in tc.target_initial_share),
+           f"tune.target_initial_share={tc.target_initial_share!r} must be a list of shares in "
+           f"(0, method.target_max_share={config.method.target_max_share}], e.g. [0.5, 0.7].")
+    _check(not tc.target_initial_share or config.method.mode == "expansion",
+           f"tune.target_initial_share tunes the target's starting share in expansion mode; this sweep is "
+           f"mode={config.method.mode!r}. Drop it, or pass --mode expansion --target DOMAIN.")
 
 
 def _check_caps(caps: list, domain_count: int, what: str) -> None:

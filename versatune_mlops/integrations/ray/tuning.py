@@ -1,5 +1,6 @@
-"""Ray Tune glue: sweep the re-weighting coefficients (α, β, η, ε, interval, and VersaTune's share cap
-when ``tune.max_domain_share`` lists values), one MLflow child run per trial, plus one baseline run.
+"""Ray Tune glue: sweep the re-weighting coefficients (α, β, η, ε, interval; VersaTune's share cap and
+expansion's starting target share when their lists are given), one MLflow child run per trial, plus
+one baseline run.
 
 Each trial is a function trainable that turns its Tune config into a typed RunConfig on its first
 line, opens its own MLflow child run (explicit ids: the parent's MLFLOW_RUN_ID leaks into trials),
@@ -50,7 +51,9 @@ def param_space(config: RunConfig) -> dict[str, Any]:
 
 
 # Parameters a trial picks from a list (tune.<name>) rather than a range; an empty list is not tuned.
-CHOSEN = ("interval", "max_domain_share")
+CHOSEN = ("interval", "max_domain_share", "target_initial_share")
+# Short names of the chosen shares in trial names and the printed table.
+SHARE_LABELS = {"max_domain_share": "cap", "target_initial_share": "init"}
 # The key of the baseline run's params: its method (it has no coefficients of its own).
 BASELINE_KEY = "baseline"
 
@@ -118,9 +121,9 @@ def trial_config(base: dict[str, Any], params: dict[str, Any]) -> RunConfig:
     else:
         for name in TUNED:
             tree["method"][name] = float(params[name])
-        if "max_domain_share" in params:
-            cap = params["max_domain_share"]
-            tree["method"]["max_domain_share"] = None if cap is None else float(cap)
+        for name in SHARE_LABELS:
+            if name in params:
+                tree["method"][name] = None if params[name] is None else float(params[name])
     tree["method"]["interval"] = int(params["interval"])
     tree["distributed"]["num_workers"] = int(tree["tune"]["workers_per_trial"])
     return validate(from_dict(tree))
@@ -138,9 +141,9 @@ def trial_name(params: dict[str, Any]) -> str:
         return f"baseline-{params[BASELINE_KEY]}"
     name = (f"trial-a{params['alpha']:.2f}-b{params['beta']:.2f}-e{params['eta']:.2f}-s{params['epsilon']:.2f}"
             f"-k{int(params['interval'])}")
-    if "max_domain_share" in params:
-        cap = params["max_domain_share"]
-        name += "-capnone" if cap is None else f"-cap{float(cap):.2f}"
+    for key, label in SHARE_LABELS.items():
+        if key in params:
+            name += f"-{label}none" if params[key] is None else f"-{label}{float(params[key]):.2f}"
     return name
 
 
