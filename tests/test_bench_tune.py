@@ -3,7 +3,8 @@
 from versatune_mlops.bench.tune_efficiency import (DEFAULT_SPACE, SearcherRun, TuneBenchmark, compute_to_reach, compute_used,
                                         searcher_configs, within)
 from versatune_mlops.config import load_config
-from versatune_mlops.integrations.ray.tuning import SweepResult, TrialRecord, grid_size, pick_best
+from versatune_mlops.integrations.ray.search_space import grid_size
+from versatune_mlops.integrations.ray.tuning import SweepResult, TrialRecord, pick_best
 
 
 def _trial(started, steps, objective, status="finished"):

@@ -4,13 +4,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from versatune_mlops.config import load_config
+from versatune_mlops.config.schema import sweep_baseline
 from versatune_mlops.errors import ConfigError
 from versatune_mlops.integrations.ray.reports import ASHA_TIME_ATTR, asha_time
-from versatune_mlops.config.schema import sweep_baseline
-from versatune_mlops.integrations.ray.tuning import (BASELINE_KEY, FAIL_TRIAL_ENV, SweepResult, TrialRecord,
-                                                     asha_milestones, baseline_params, fault_drill, gain_over_baseline,
-                                                     grid_size, param_space, pick_best, trial_concurrency, trial_config,
-                                                     trial_cpus, trial_name)
+from versatune_mlops.integrations.ray.search_space import (BASELINE_KEY, baseline_params, grid_size, param_space,
+                                                           trial_config, trial_name)
+from versatune_mlops.integrations.ray.tuning import (FAIL_TRIAL_ENV, SweepResult, TrialRecord, asha_milestones,
+                                                     fault_drill, gain_over_baseline, pick_best, trial_concurrency,
+                                                     trial_cpus)
 
 DOMAINS = ["law", "medicine", "finance", "science", "code", "general"]
 

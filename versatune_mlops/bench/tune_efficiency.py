@@ -23,7 +23,8 @@ from typing import Optional, Sequence
 
 from ..config import RunConfig, from_dict, validate
 from ..config import objective_mode
-from ..integrations.ray.tuning import SweepResult, TrialRecord, grid_size, pick_best
+from ..integrations.ray.search_space import grid_size
+from ..integrations.ray.tuning import SweepResult, TrialRecord, pick_best
 
 log = logging.getLogger(__name__)
 

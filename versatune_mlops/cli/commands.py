@@ -221,7 +221,7 @@ def _quiet_steps() -> None:
 def sweep_table(result) -> str:
     """The trials as a table (with the chosen shares when the sweep tunes them, and each trial's gain
     over the baseline run when it has one), the failed trials' errors, the best trial and the verdict."""
-    from ..integrations.ray.tuning import SHARE_LABELS
+    from ..integrations.ray.search_space import SHARE_LABELS
 
     shares = [key for key in SHARE_LABELS if any(key in t.params for t in result.trials)]
     baseline = result.baseline_method
