@@ -65,9 +65,11 @@ def test_the_baseline_is_uniform_mixing_for_fostering_and_target_plus_uniform_fo
 
 
 def test_the_baseline_run_mixes_by_its_method_and_a_trial_by_its_coefficients_and_cap():
-    base = load_config("tiny", overrides={"method.max_domain_share": 0.5}).to_dict()
+    base = load_config("tiny", overrides={"method.max_domain_share": 0.5,
+                                          "tune.max_domain_share": [0.3, None]}).to_dict()
     baseline = trial_config(base, {BASELINE_KEY: "uniform", "interval": 8})
     assert (baseline.method.method, baseline.method.max_domain_share, baseline.method.interval) == ("uniform", None, 8)
+    assert baseline.tune.max_domain_share == []  # a cap dimension would not validate on uniform mixing
     assert trial_name({BASELINE_KEY: "uniform", "interval": 8}) == "baseline-uniform"
     params = {"alpha": 1.5, "beta": 0.5, "eta": 2.0, "epsilon": 0.05, "interval": 4, "max_domain_share": 0.3}
     trial = trial_config(base, params)

@@ -45,6 +45,9 @@ def trial_config(base: dict[str, Any], params: dict[str, Any]) -> RunConfig:
     tree = copy.deepcopy(base)
     if params.get(BASELINE_KEY):
         tree["method"].update(method=params[BASELINE_KEY], max_domain_share=None)
+        # The sweep's share dimensions belong to the tuned method (validation refuses a cap list on
+        # uniform mixing); the baseline run is a plain run of its own method.
+        tree["tune"].update({name: [] for name in SHARE_LABELS})
     else:
         for name in TUNED:
             tree["method"][name] = float(params[name])
