@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..mixing.strategies import check_method_mode
+from ..mixing.weights import share_cap_problem
 from .schema import (ATTENTION_IMPLEMENTATIONS, COEFFICIENT_BOUNDS, ESTIMATORS, OBJECTIVES, PARALLEL_STRATEGIES,
                      REFERENCE_STRATEGIES, SEARCHERS, RunConfig, sweep_baseline)
 
@@ -274,9 +275,9 @@ def _validate_tune(config: RunConfig) -> None:
 
 def _check_caps(caps: list, domain_count: int, what: str) -> None:
     """A share cap below 1/|D| cannot hold: the shares could not sum to one."""
-    low = [cap for cap in caps if cap is not None and cap * domain_count < 1 - 1e-9]
-    _check(not low, f"{what}: {low[0] if low else ''} is below 1/{domain_count}, the share of each of this run's "
-                    f"{domain_count} domains under uniform mixing; set it to at least {1 / domain_count:.4f}.")
+    for cap in caps:
+        problem = share_cap_problem(what, cap, domain_count)
+        _check(problem is None, problem or "")
 
 
 def check_domains_against_data(config: RunConfig, data_domains: list[str]) -> None:

@@ -172,6 +172,15 @@ def apply_floor(weights: ArrayLike, floor: float) -> np.ndarray:
     return normalise(np.maximum(w, floor))
 
 
+def share_cap_problem(name: str, cap: Optional[float], domain_count: int) -> Optional[str]:
+    """Why ``cap`` cannot cap the shares of ``domain_count`` domains (below 1/|D| they could not sum
+    to one), or None when it can. The one wording of this rule, for validation and the strategy."""
+    if cap is None or cap * domain_count >= 1 - 1e-9:
+        return None
+    return (f"{name}: {cap} is below 1/{domain_count}, the share of each of this run's {domain_count} domains "
+            f"under uniform mixing; set it to at least {1 / domain_count:.4f}.")
+
+
 def cap_shares(weights: ArrayLike, cap: float) -> np.ndarray:
     """``weights`` with no share above ``cap``: each share above it is set to it and the excess goes to
     the other domains in proportion to their weights, repeated until none is above (water-filling).

@@ -269,6 +269,9 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
     if baseline_grid is not None:
         (result.baseline,) = [_record(trial, children, client, tc, (BASELINE_KEY, "interval"))
                               for trial in baseline_grid]
+        # The sweep chose the baseline's params; a run that failed before its first report has no
+        # Tune config to read them back from.
+        result.baseline.params = dict(baseline)
         if result.baseline.status != "finished":
             log.warning("The baseline run did not finish (%s), so the trials have no gain over it.",
                         result.baseline.error or result.baseline.status)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ..weights import (ArrayLike, apply_floor, cap_shares, expansion_initial_weights, expansion_update,
-                       versatune_update)
+                       share_cap_problem, versatune_update)
 from .base import DomainSignals, StepReport, WeightingStrategy, register_strategy
 
 
@@ -24,10 +24,9 @@ class VersaTune(WeightingStrategy):
 
     def __init__(self, domains: Sequence[str], *, max_domain_share: Optional[float] = None, **kwargs: Any) -> None:
         super().__init__(domains, **kwargs)
-        if max_domain_share is not None and max_domain_share * self._k < 1 - 1e-9:
-            raise ConfigError(
-                f"method.max_domain_share={max_domain_share} is below 1/{self._k}, the share of each of this "
-                f"run's {self._k} domains under uniform mixing; set it to at least {1 / self._k:.4f}.")
+        problem = share_cap_problem("method.max_domain_share", max_domain_share, self._k)
+        if problem:
+            raise ConfigError(problem)
         self.max_domain_share = max_domain_share
 
     def _capped(self, weights: np.ndarray) -> np.ndarray:
