@@ -560,3 +560,11 @@ def test_cli_variant_syntax():
     for bad in ("no_colon", "label:", ":beta=0", "label:beta"):
         with pytest.raises(VersaTuneError, match="LABEL:KEY=VALUE"):
             _parse_variant(bad)
+
+
+def test_a_run_on_the_training_loss_signal_counts_no_reweighting_evaluations_and_has_no_loss_curve():
+    summary = _summary("versatune", 1, (1.9,) * 3, midrun=[(2, (1.95,) * 3)])
+    summary["reweighting_records"].append({"step": 4, "train_loss": {d: 1.9 for d in DOMAINS}, "weights": {}})
+    record_ = RunRecord.from_summary(summary)
+    assert record_.reweighting_evaluations == 1
+    assert [point["step"] for point in record_.loss_curve] == [2]

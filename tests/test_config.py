@@ -113,10 +113,18 @@ def test_a_config_file_naming_another_preset_than_the_flag_is_refused(tmp_path):
     ({"method.mode": "expansion", "method.target": "law", "method.max_domain_share": 0.4},
      "expansion bounds its target with method.target_max_share"),
     ({"method.max_domain_share": 1.5}, r"max_domain_share=1.5 must be in \(0, 1\]"),
+    ({"method.signal": "test"}, "method.signal='test' is unknown; use one of eval, train"),
+    ({"method.method": "aioli", "method.signal": "train"}, "aioli evaluates held-out losses after its own probe"),
+    ({"method.reference": "curve_fit", "method.signal": "train"}, "curve_fit fits each domain's held-out loss curve"),
 ])
 def test_keys_that_would_have_no_effect_are_refused(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
         load_config("tiny", overrides=overrides)
+
+
+def test_the_training_loss_signal_is_accepted_for_every_method_that_needs_no_held_out_probes():
+    for method in ("versatune", "doremi", "odm", "uniform"):
+        assert load_config("tiny", overrides={"method.method": method, "method.signal": "train"}).method.signal == "train"
 
 
 def test_a_share_cap_below_one_over_the_domain_count_is_refused_once_the_domains_are_known():

@@ -79,6 +79,32 @@ def test_probe_then_train_changes_parameters_and_moves_weights(tiny_config, tmp_
     assert all(v >= 0 for r in recorder.reweights for v in r["forgetting"].values())
 
 
+def test_the_training_loss_signal_reweights_without_an_evaluation_pass(tiny_config, tmp_path):
+    config = tiny_config(**{"train.max_steps": 12, "method.interval": 4, "method.signal": "train", "method.eta": 10.0,
+                            "train.save_model": False, "probe.num_samples": 8})
+    recorder = Recorder()
+    summary = train(config, tmp_path, hooks=[recorder])
+    records = summary["reweighting_records"]
+    assert [r["step"] for r in records] == [4, 8]
+    # Each point read the window's training losses and evaluated nothing held out.
+    assert all("eval_loss" not in r and set(r["train_loss"]) == set(summary["domains"]) for r in records)
+    assert all(0 < loss < 20 for r in records for loss in r["train_loss"].values())
+    assert summary["midrun_eval_seconds"] == 0
+    # Held-out evaluations: the base model and the end of the run only.
+    assert [c for c in recorder.calls if isinstance(c, tuple) and c[0] == "eval"] == [("eval", 0), ("eval", 12)]
+    assert summary["final_weights"] != summary["initial_weights"], "the training losses should move the weights"
+
+
+def test_a_domain_not_drawn_since_the_last_point_keeps_its_last_loss_under_the_training_signal(tiny_config, tmp_path):
+    prior = {"law": 0.0, "medicine": 0.2, "finance": 0.2, "science": 0.2, "code": 0.2, "general": 0.2}
+    config = tiny_config(**{"train.max_steps": 8, "method.interval": 4, "method.signal": "train", "method.eta": 0.0,
+                            "method.prior": prior, "probe.floor": 0.0, "train.save_model": False})
+    summary = train(config, tmp_path)
+    assert summary["realised_share"]["law"] == 0
+    assert [r["train_loss"]["law"] for r in summary["reweighting_records"]] == [summary["eval_loss_before"]["law"]]
+    assert summary["reweighting_records"][0]["train_loss"]["code"] != summary["eval_loss_before"]["code"]
+
+
 class StopAfter(TrainingHooks):
     """Simulates a crash right after the checkpoint at `step`."""
 

@@ -71,16 +71,17 @@ class RunRecord:
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any], run_id: Optional[str] = None,
                      label: Optional[str] = None) -> "RunRecord":
+        # The re-weighting points with a held-out evaluation (none under method.signal=train).
+        evaluated = [r for r in summary.get("reweighting_records", []) if "eval_loss" in r]
         return cls(mode=summary["mode"], method=summary["method"], seed=int(summary["config"]["train"]["seed"]),
                    domains=list(summary["domains"]), loss_before=dict(summary["eval_loss_before"]),
                    loss_after=dict(summary["eval_loss_after"]), accuracy_before=dict(summary["accuracy_before"]),
                    accuracy_after=dict(summary["accuracy_after"]), target=summary.get("target"),
                    train_seconds=float(summary["train_seconds"]),
                    midrun_eval_seconds=float(summary.get("midrun_eval_seconds", 0.0)),
-                   steps=int(summary.get("steps", 0)), reweighting_evaluations=len(summary.get("reweighting_records", [])),
+                   steps=int(summary.get("steps", 0)), reweighting_evaluations=len(evaluated),
                    weight_trajectory=list(summary["weight_trajectory"]),
-                   loss_curve=[{"step": r["step"], "eval_loss": r["eval_loss"]}
-                               for r in summary.get("reweighting_records", [])],
+                   loss_curve=[{"step": r["step"], "eval_loss": r["eval_loss"]} for r in evaluated],
                    run_id=run_id,
                    label=label if label and label != summary["method"] else None,
                    precision=summary_precision(summary))

@@ -7,15 +7,15 @@ dotted overrides (``train.max_steps=40``), then :func:`validate` checks every va
 
 from .loading import available_presets, from_dict, load_config, set_dotted
 from .schema import (COEFFICIENT_BOUNDS, DEFAULT_DOMAINS, ESTIMATORS, EXPANSION_METHODS, EXPANSION_ONLY_METHODS,
-                     METHODS, OBJECTIVES, REFERENCE_STRATEGIES, SEARCHERS, TUNED, DataConfig, DistributedConfig,
-                     MethodConfig, ModelConfig, ProbeConfig, RunConfig, TinyModelConfig, TrainConfig, TuneConfig,
-                     flatten, objective_mode, projects_dir)
+                     METHODS, OBJECTIVES, REFERENCE_STRATEGIES, SEARCHERS, SIGNALS, TUNED, DataConfig,
+                     DistributedConfig, MethodConfig, ModelConfig, ProbeConfig, RunConfig, TinyModelConfig,
+                     TrainConfig, TuneConfig, flatten, objective_mode, projects_dir)
 from .validation import check_domains_against_data, validate, validate_distribution
 
 __all__ = [
     "COEFFICIENT_BOUNDS", "DEFAULT_DOMAINS", "ESTIMATORS", "EXPANSION_METHODS", "EXPANSION_ONLY_METHODS", "METHODS",
-    "OBJECTIVES", "REFERENCE_STRATEGIES", "SEARCHERS", "TUNED", "DataConfig", "DistributedConfig", "MethodConfig",
-    "ModelConfig", "ProbeConfig", "RunConfig", "TinyModelConfig", "TrainConfig", "TuneConfig", "available_presets",
-    "check_domains_against_data", "flatten", "from_dict", "load_config", "objective_mode", "projects_dir",
+    "OBJECTIVES", "REFERENCE_STRATEGIES", "SEARCHERS", "SIGNALS", "TUNED", "DataConfig", "DistributedConfig",
+    "MethodConfig", "ModelConfig", "ProbeConfig", "RunConfig", "TinyModelConfig", "TrainConfig", "TuneConfig",
+    "available_presets", "check_domains_against_data", "flatten", "from_dict", "load_config", "objective_mode", "projects_dir",
     "set_dotted", "validate", "validate_distribution",
 ]

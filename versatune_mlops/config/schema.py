@@ -23,6 +23,8 @@ METHODS = method_names()
 EXPANSION_METHODS = method_names(supports_expansion=True)
 EXPANSION_ONLY_METHODS = method_names(expansion_only=True)
 REFERENCE_STRATEGIES = ("initial_fraction", "fixed", "specialist", "released_code", "curve_fit")
+# What a dynamic method reads as each domain's loss at a re-weighting point (method.signal).
+SIGNALS = ("eval", "train")
 ESTIMATORS = estimator_names()
 PARALLEL_STRATEGIES = ("ddp", "fsdp")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
@@ -161,6 +163,13 @@ class MethodConfig:
     released update w * exp(l_d)), or ``curve_fit`` (the asymptote of each domain's own held-out loss
     curve, refitted at every re-weighting point; initial_fraction until 3 evaluations exist)."""
     reference_fraction: float = 0.8
+    signal: str = "eval"
+    """What the re-weighting reads as each domain's loss l_d: ``eval`` (the held-out loss, evaluated at
+    every re-weighting point, as the paper; one evaluation pass per point) or ``train`` (each domain's
+    token-mean training loss over the steps since the last point: no evaluation pass, as ODM's reward;
+    on a first epoch those examples were unseen when their loss was taken, so it estimates the
+    held-out loss, half an interval late and noisier for domains with small shares). A domain not
+    drawn since the last point keeps its last value."""
     aioli_probe_rounds: int = 1
     """Aioli: sweeps over the domains' probe mixtures per round (the reference code's lp_rounds)."""
     aioli_probe_steps: int = 1

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from ..mixing.strategies import check_method_mode
+from ..mixing.strategies import check_method_mode, strategy_class
 from ..mixing.weights import share_cap_problem
 from .schema import (ATTENTION_IMPLEMENTATIONS, COEFFICIENT_BOUNDS, ESTIMATORS, OBJECTIVES, PARALLEL_STRATEGIES,
-                     REFERENCE_STRATEGIES, SEARCHERS, RunConfig, sweep_baseline)
+                     REFERENCE_STRATEGIES, SEARCHERS, SIGNALS, RunConfig, sweep_baseline)
 
 
 def _check(condition: bool, message: str) -> None:
@@ -152,6 +152,14 @@ def _validate_method(config: RunConfig) -> None:
            f"method.reference={mc.reference!r} is unknown; use one of {', '.join(REFERENCE_STRATEGIES)}.")
     _check(_is_number(mc.reference_fraction) and 0 < mc.reference_fraction <= 1,
            f"method.reference_fraction={mc.reference_fraction} must be in (0, 1].")
+    _check(mc.signal in SIGNALS, f"method.signal={mc.signal!r} is unknown; use one of {', '.join(SIGNALS)}.")
+    if mc.signal == "train":
+        _check(not strategy_class(mc.method).needs_held_out,
+               f"method.signal=train: {mc.method} evaluates held-out losses after its own probe mixtures, so it "
+               f"cannot re-weight from training losses; use method.signal=eval.")
+        _check(mc.reference != "curve_fit",
+               "method.reference=curve_fit fits each domain's held-out loss curve, which method.signal=train does "
+               "not evaluate; use method.signal=eval, or another method.reference.")
     if mc.reference == "fixed":
         _check(bool(mc.reference_losses), "method.reference=fixed needs method.reference_losses (domain -> loss).")
     if mc.reference_losses is not None:

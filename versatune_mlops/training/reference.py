@@ -81,7 +81,7 @@ def specialist_config(config: RunConfig) -> RunConfig:
     return dataclasses.replace(
         config,
         method=dataclasses.replace(config.method, method="uniform", mode="fostering", target=None, prior=None,
-                                   reference="initial_fraction", interval=max(1, steps // 4)),
+                                   reference="initial_fraction", interval=max(1, steps // 4), signal="eval"),
         train=dataclasses.replace(config.train, max_steps=steps, checkpoint_every=0, eval_accuracy=False,
                                   save_model=False, seed=SPECIALIST_SEED),
     )

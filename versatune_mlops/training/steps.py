@@ -160,14 +160,21 @@ def step_metrics(run: TrainingRun, step_loss: float) -> dict[str, float]:
 
 
 def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
-    """Evaluate every domain, let the strategy move the weights, hand them to the sampler."""
+    """Read every domain's loss (held out, or the window's training loss), let the strategy move the
+    weights, hand them to the sampler."""
     state, domains = run.state, run.domains
-    losses = timed_evaluation(config, run)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        train_loss = np.array(state.train_loss_sum) / np.array(state.train_loss_tokens)
+    held_out = config.method.signal == "eval"
+    if held_out:
+        losses = timed_evaluation(config, run)
+    else:
+        # No evaluation pass: the window's training loss; a domain not drawn in it keeps its last value.
+        losses = {d: float(now) if math.isfinite(now) else float(last)
+                  for d, now, last in zip(domains, train_loss, state.prev_eval_loss)}
     eval_loss = np.array([losses[d] for d in domains])
     if config.method.reference == "curve_fit":
         refit_reference(config, run, losses)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        train_loss = np.array(state.train_loss_sum) / np.array(state.train_loss_tokens)
     probe_losses = run_probes(config, run, hooks)
     report = run.strategy.update(np.array(state.weights), DomainSignals(
         eval_loss=eval_loss, prev_eval_loss=np.array(state.prev_eval_loss), ref_loss=run.ref_loss, train_loss=train_loss,
@@ -186,11 +193,13 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
         "weights": dict(zip(domains, state.weights)),
         "potential": dict(zip(domains, report.potential.tolist())),
         "forgetting": dict(zip(domains, report.forgetting.tolist())),
-        "eval_loss": losses,
+        # The held-out losses, or under method.signal=train the window's training losses (never both).
+        "eval_loss" if held_out else "train_loss": losses,
         "reference_loss": dict(state.reference_loss),
     }
     state.trajectory.append(record)
-    hooks.on_eval(state.step, domain_metrics(losses))
+    if held_out:
+        hooks.on_eval(state.step, domain_metrics(losses))
     hooks.on_reweight(state.step, record)
 
 

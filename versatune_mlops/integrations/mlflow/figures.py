@@ -23,7 +23,8 @@ def weight_trajectory_figure(trajectory: Sequence[Mapping], path: Path, title: s
 def eval_loss_figure(records: Sequence[Mapping], before: Mapping[str, float], after: Mapping[str, float],
                      final_step: int, path: Path) -> Path:
     """Per-domain held-out loss at step 0, each re-weighting point, and the end."""
-    points = [(0, before)] + [(r["step"], r["eval_loss"]) for r in records] + [(final_step, after)]
+    # Under method.signal=train the re-weighting points have no held-out evaluation.
+    points = [(0, before)] + [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r] + [(final_step, after)]
     fig, ax = plt.subplots(figsize=(7, 4))
     for domain in before:
         ax.plot([s for s, _ in points], [losses[domain] for _, losses in points], marker="o", ms=3, label=domain)

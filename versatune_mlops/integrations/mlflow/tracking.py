@@ -322,6 +322,8 @@ class MlflowTrackingHooks(TrainingHooks):
 
     def on_reweight(self, step, record):
         families = {"weight": record["weights"], "potential": record["potential"], "forgetting": record["forgetting"]}
+        if "train_loss" in record:  # method.signal=train: the losses the update read
+            families["window_train_loss"] = record["train_loss"]
         log_metrics(self.run_id, {f"{family}/{d}": v for family, values in families.items() for d, v in values.items()},
                     step)
 

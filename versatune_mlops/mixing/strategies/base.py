@@ -53,6 +53,9 @@ class WeightingStrategy:
     expansion_only: ClassVar[bool] = False
     options: ClassVar[tuple[str, ...]] = ()
     """``method.*`` config keys this class takes as keyword arguments (``setup.make_strategy`` passes them)."""
+    needs_held_out: ClassVar[bool] = False
+    """Whether the update needs held-out evaluations of its own (Aioli's probe mixtures), so it cannot
+    run on the training-loss signal (``method.signal=train``)."""
 
     def __init__(
         self,

@@ -81,6 +81,7 @@ class Aioli(WeightingStrategy):
 
     name = "aioli"
     dynamic = True
+    needs_held_out = True
     options = ("aioli_probe_rounds", "aioli_probe_steps", "aioli_one_hot_factor")
 
     def __init__(self, domains: Sequence[str], *, aioli_probe_rounds: int = 1, aioli_probe_steps: int = 1,
