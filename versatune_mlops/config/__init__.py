@@ -16,6 +16,6 @@ __all__ = [
     "COEFFICIENT_BOUNDS", "DEFAULT_DOMAINS", "ESTIMATORS", "EXPANSION_METHODS", "EXPANSION_ONLY_METHODS", "METHODS",
     "OBJECTIVES", "REFERENCE_STRATEGIES", "SEARCHERS", "SIGNALS", "TUNED", "DataConfig", "DistributedConfig",
     "MethodConfig", "ModelConfig", "ProbeConfig", "RunConfig", "TinyModelConfig", "TrainConfig", "TuneConfig",
-    "available_presets", "check_domains_against_data", "flatten", "from_dict", "load_config", "objective_mode", "projects_dir",
-    "set_dotted", "validate", "validate_distribution",
+    "available_presets", "check_domains_against_data", "flatten", "from_dict", "load_config", "objective_mode",
+    "projects_dir", "set_dotted", "validate", "validate_distribution",
 ]
