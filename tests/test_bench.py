@@ -324,6 +324,28 @@ def test_overhead_ratio_counts_the_dynamic_methods_evaluations():
     assert "interval_for_target" not in overhead_ratio(records)  # no step counts: no projection
 
 
+def test_overhead_by_row_puts_each_rows_steps_and_evaluations_over_the_static_mixtures_steps_alone():
+    import dataclasses
+
+    from versatune_mlops.bench.tables import overhead_by_row
+
+    bf16 = "bfloat16"
+    static = [record("versatune_constant", seed, (1.9,) * 3, seconds=100, midrun=30, precision=bf16) for seed in (1, 2)]
+    evaluating = [record("versatune", seed, (1.9,) * 3, seconds=100 + seed, midrun=35, precision=bf16)
+                  for seed in (1, 2)]
+    free = dataclasses.replace(record("versatune", 1, (1.9,) * 3, seconds=102, precision=bf16),
+                               label="versatune_train_signal")
+    other_precision = record("doremi", 1, (1.9,) * 3, seconds=100, midrun=10, precision="float32")
+    unpaired = record("aioli", 7, (1.9,) * 3, seconds=100, midrun=10)
+    rows = overhead_by_row([*static, *evaluating, free, other_precision, unpaired],
+                           ["versatune", "versatune_train_signal", "doremi", "aioli"])
+    # The static row's own mid-run evaluations (benchmark loss curves) are not part of its cost.
+    assert [r["row"] for r in rows] == ["versatune", "versatune_train_signal"]
+    assert rows[0]["ratio"] == pytest.approx(np.mean([136 / 100, 137 / 100])) and rows[0]["seeds"] == [1, 2]
+    assert rows[1]["ratio"] == pytest.approx(1.02) and rows[1]["seeds"] == [1]
+    assert "| versatune_train_signal | 1 | 1.02x | 0 |" in render_markdown({"overhead_by_row": rows})
+
+
 def test_overhead_ratio_puts_each_seeds_dynamic_run_over_its_static_run_at_the_same_precision():
     # Seed 1 ran both in bf16 on a fast machine; seed 2's static run was resumed in fp32 on a slow one.
     records = [record("versatune", 1, (1.9,) * 3, seconds=100, midrun=10, precision="bfloat16"),

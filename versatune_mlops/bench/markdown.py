@@ -103,4 +103,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                           f"{overhead['interval_for_target']} steps or more keeps the overhead within "
                           f"{overhead['overhead_target']:.0%}.")
         lines.append("")
+    by_row = report.get("overhead_by_row")
+    if by_row:
+        lines += ["Overhead per dynamic row: its steps plus its re-weighting evaluations over versatune_constant's "
+                  "steps alone (a fixed mixture evaluates nothing mid-run), paired by seed:", "",
+                  "| row | seeds | ratio | mid-run evaluations per run |", "|---|---|---|---|"]
+        lines += [f"| {r['row']} | {len(r['seeds'])} | {r['ratio']:.2f}x | {r['evaluations']:.0f} |" for r in by_row]
+        lines.append("")
     return "\n".join(lines)

@@ -34,7 +34,7 @@ from typing import Any, Callable, ContextManager, Optional, Sequence
 
 from .figures import write_loss_curve_figures
 from .markdown import render_markdown
-from .tables import (RunRecord, expansion_table, fostering_table, head_to_head, overhead_ratio,
+from .tables import (RunRecord, expansion_table, fostering_table, head_to_head, overhead_by_row, overhead_ratio,
                      requested_precision)
 from ..training.checkpointing import write_json_atomic
 from ..config import RunConfig, from_dict, set_dotted, validate
@@ -296,6 +296,8 @@ def build_report(records: Sequence[RunRecord], prior: dict[str, float], plan: Be
         "expansion": expansion_table(records),
         "head_to_head": head_to_head(records, plan.headline or DEFAULT_HEADLINE),
         "overhead": overhead_ratio(records),
+        "overhead_by_row": overhead_by_row(records, sorted({r.row for r in records if r.mode == "fostering"
+                                                           and strategy_class(r.method).dynamic})),
         "runs": [{"mode": r.mode, "method": r.method, "label": r.row, "target": r.target, "seed": r.seed,
                   "run_id": r.run_id,
                   "score": r.score(), "loss_before": r.loss_before, "loss_after": r.loss_after, "steps": r.steps,

@@ -322,6 +322,24 @@ def overhead_ratio(records: Sequence[RunRecord], dynamic: str = "versatune",
 OVERHEAD_TARGET = 0.10
 
 
+def overhead_by_row(records: Sequence[RunRecord], dynamic_rows: Sequence[str],
+                    static: str = "versatune_constant") -> list[dict[str, Any]]:
+    """Each dynamic fostering row's steps plus its re-weighting evaluations (Aioli's probes included)
+    over the static mixture's steps alone, paired by seed at the same precision: what re-weighting
+    costs against training on a fixed mixture that evaluates nothing mid-run (the overhead target)."""
+    runs = _by_method([r for r in records if r.mode == "fostering"])
+    out = []
+    for row in dynamic_rows:
+        pairs = [(d, s) for d, s in _same_seed(runs.get(row, []), runs.get(static, []))
+                 if _comparable(d, s) and s.train_seconds > 0]
+        if pairs:
+            out.append({"row": row, "seeds": [d.seed for d, _ in pairs],
+                        "ratio": float(np.mean([(d.train_seconds + d.midrun_eval_seconds) / s.train_seconds
+                                                for d, s in pairs])),
+                        "evaluations": float(np.mean([d.reweighting_evaluations for d, _ in pairs]))})
+    return out
+
+
 def _interval_for_overhead(runs: Sequence[RunRecord], target: float) -> dict[str, float]:
     """The re-weighting interval at which evaluations cost ``target`` of the steps' time: one
     evaluation pass costs e seconds and a step s seconds, so every K steps adds e / (K·s)."""
