@@ -313,3 +313,17 @@ def test_mlflow_run_tune_entry_point_on_the_tiny_preset(tmp_path):
     assert [r.info.status for r in children if r.data.tags["versatune.sweep_role"] == "baseline"] == ["FINISHED"]
     assert {r.info.status for r in trials} <= {"FINISHED", "KILLED"}, "ASHA-stopped trials end KILLED, never RUNNING"
     assert client.get_model_version_by_alias("versatune-tiny", "champion").run_id == sweep.data.tags["versatune.best_run"]
+
+
+def test_optuna_models_the_trials_after_a_third_of_them_not_after_its_default_ten():
+    from versatune_mlops.integrations.ray.tuning import optuna_search, startup_trials
+
+    def startup(**overrides):
+        return startup_trials(load_config("tiny", overrides={f"tune.{k}": v for k, v in overrides.items()}))
+
+    assert [startup(num_samples=n) for n in (1, 4, 8, 20, 30, 100)] == [2, 2, 3, 7, 10, 10]
+    assert startup(num_samples=8, optuna_startup_trials=5) == 5
+    searcher = optuna_search(load_config("tiny", overrides={"tune.num_samples": 8, "tune.seed": 3}))
+    assert searcher._sampler._n_startup_trials == 3  # Ray's own default sampler would wait for 10
+    with pytest.raises(ConfigError, match="tune.optuna_startup_trials=0 must be a number of trials >= 1"):
+        load_config("tiny", overrides={"tune.optuna_startup_trials": 0})

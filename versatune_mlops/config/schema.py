@@ -281,6 +281,9 @@ class TuneConfig:
     """Trials for random/optuna (grid: one per grid point)."""
     grid_points: int = 2
     """Grid values per coefficient range (grid searcher)."""
+    optuna_startup_trials: Optional[int] = None
+    """optuna: trials drawn at random before TPE models the rest. None: a third of ``num_samples``
+    (2 to 10). Optuna's own default is 10, which turns a sweep of 10 trials or fewer into random search."""
     objective: str = "score/multi_domain"
     """Metric to optimise: score/multi_domain (max), eval_loss/mean or eval_loss/worst (min), accuracy/mean (max)."""
     asha: bool = True

@@ -237,6 +237,10 @@ def _validate_tune(config: RunConfig) -> None:
     _check(tc.searcher in SEARCHERS, f"Unknown searcher {tc.searcher!r}. Use one of: {', '.join(SEARCHERS)}.")
     _check(tc.num_samples >= 1, f"tune.num_samples={tc.num_samples} must be >= 1.")
     _check(tc.grid_points >= 1, f"tune.grid_points={tc.grid_points} must be >= 1.")
+    _check(tc.optuna_startup_trials is None or (isinstance(tc.optuna_startup_trials, int)
+                                                and tc.optuna_startup_trials >= 1),
+           f"tune.optuna_startup_trials={tc.optuna_startup_trials!r} must be a number of trials >= 1, or null "
+           f"(a third of tune.num_samples).")
     _check(tc.objective in OBJECTIVES,
            f"tune.objective={tc.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}.")
     _check(tc.grace_intervals >= 1, f"tune.grace_intervals={tc.grace_intervals} must be >= 1.")

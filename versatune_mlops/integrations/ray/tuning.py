@@ -83,6 +83,23 @@ def asha_milestones(config: RunConfig) -> dict[str, int]:
     return {"grace_period": max(tc.interval) * (tc.grace_intervals + 1), "max_t": config.train.max_steps}
 
 
+def startup_trials(config: RunConfig) -> int:
+    """Random trials before optuna's TPE models the rest: tune.optuna_startup_trials, or a third of
+    the trials (2 to 10). Ray's default sampler starts TPE after 10, so an 8-trial sweep never used it."""
+    tc = config.tune
+    return tc.optuna_startup_trials or min(10, max(2, math.ceil(tc.num_samples / 3)))
+
+
+def optuna_search(config: RunConfig):
+    """Ray's optuna searcher with a seeded TPE sampler that models the trials after the first
+    :func:`startup_trials` (Ray reads ``seed`` only when it builds the sampler itself)."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=config.tune.seed,
+                                                           n_startup_trials=startup_trials(config)))
+
+
 def gain_over_baseline(objective: Optional[float], baseline: Optional[float], mode: str) -> Optional[float]:
     """How much better ``objective`` is than the baseline's, relative to it, in the objective's direction
     (+0.01: 1% better, whether the objective is maximised or minimised); None when either is missing."""
@@ -225,11 +242,7 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
     resources = ray.cluster_resources()
     memory_gb = resources.get("memory", 0) / 2**30 or None  # what Ray may hand out, not the machine's total
     concurrency = trial_concurrency(config, resources.get("CPU", 1), resources.get("GPU", 0), memory_gb)
-    search_alg = None
-    if tc.searcher == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
-
-        search_alg = OptunaSearch(seed=tc.seed)
+    search_alg = optuna_search(config) if tc.searcher == "optuna" else None
     scheduler = ASHAScheduler(time_attr=ASHA_TIME_ATTR, **asha_milestones(config)) if tc.asha else None
     output_dir = Path(output_dir).resolve()
     sweep = {"parent_run_id": parent_run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri,
