@@ -173,13 +173,18 @@ def _same_seed(records: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> l
     return [(r, base[r.seed]) for r in sorted(records, key=lambda r: r.seed) if r.seed in base]
 
 
+def _pairs(records: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> list[tuple[RunRecord, RunRecord]]:
+    """(run, baseline run of the same seed) for every seed both have at the same precision."""
+    return [(r, b) for r, b in _same_seed(records, baseline) if _comparable(r, b)]
+
+
 def _paired(records: Sequence[RunRecord], baseline: Sequence[RunRecord], value) -> list[float]:
     """value(run, baseline run of the same seed) for every seed both have at the same precision."""
-    return [value(r, b) for r, b in _same_seed(records, baseline) if _comparable(r, b)]
+    return [value(r, b) for r, b in _pairs(records, baseline)]
 
 
 def _paired_seeds(records: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> list[int]:
-    return [r.seed for r, b in _same_seed(records, baseline) if _comparable(r, b)]
+    return [r.seed for r, _ in _pairs(records, baseline)]
 
 
 def _mixed_precision(records: Sequence[RunRecord], baseline: Sequence[RunRecord]) -> dict[str, str]:
@@ -307,7 +312,7 @@ def overhead_ratio(records: Sequence[RunRecord], dynamic: str = "versatune",
     runs = _by_method([r for r in records if r.mode == "fostering"])
     # Seeds where both ran at the same precision: seeds resumed on another machine kind would
     # otherwise put one machine's steps over another's.
-    pairs = [(d, s) for d, s in _same_seed(runs.get(dynamic, []), runs.get(static, [])) if _comparable(d, s)]
+    pairs = _pairs(runs.get(dynamic, []), runs.get(static, []))
     if not pairs:
         return None
     dyn = float(np.mean([d.train_seconds + d.midrun_eval_seconds for d, _ in pairs]))
@@ -330,8 +335,7 @@ def overhead_by_row(records: Sequence[RunRecord], dynamic_rows: Sequence[str],
     runs = _by_method([r for r in records if r.mode == "fostering"])
     out = []
     for row in dynamic_rows:
-        pairs = [(d, s) for d, s in _same_seed(runs.get(row, []), runs.get(static, []))
-                 if _comparable(d, s) and s.train_seconds > 0]
+        pairs = [(d, s) for d, s in _pairs(runs.get(row, []), runs.get(static, [])) if s.train_seconds > 0]
         if pairs:
             out.append({"row": row, "seeds": [d.seed for d, _ in pairs],
                         "ratio": float(np.mean([(d.train_seconds + d.midrun_eval_seconds) / s.train_seconds

@@ -289,7 +289,8 @@ def _check_caps(caps: list, domain_count: int, what: str) -> None:
     """A share cap below 1/|D| cannot hold: the shares could not sum to one."""
     for cap in caps:
         problem = share_cap_problem(what, cap, domain_count)
-        _check(problem is None, problem or "")
+        if problem:
+            raise ConfigError(problem)
 
 
 def check_domains_against_data(config: RunConfig, data_domains: list[str]) -> None:

@@ -280,10 +280,9 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
     result = SweepResult(objective=tc.objective, mode=mode,
                          trials=[_record(trial, children, client, tc, names) for trial in grid])
     if baseline_grid is not None:
-        (result.baseline,) = [_record(trial, children, client, tc, (BASELINE_KEY, "interval"))
-                              for trial in baseline_grid]
-        # The sweep chose the baseline's params; a run that failed before its first report has no
-        # Tune config to read them back from.
+        # Its params are the ones the sweep chose, not read back: a run that failed before its first
+        # report has no Tune config to read them from.
+        (result.baseline,) = [_record(trial, children, client, tc, ()) for trial in baseline_grid]
         result.baseline.params = dict(baseline)
         if result.baseline.status != "finished":
             log.warning("The baseline run did not finish (%s), so the trials have no gain over it.",
