@@ -327,3 +327,61 @@ def test_optuna_models_the_trials_after_a_third_of_them_not_after_its_default_te
     assert searcher._sampler._n_startup_trials == 3  # Ray's own default sampler would wait for 10
     with pytest.raises(ConfigError, match="tune.optuna_startup_trials=0 must be a number of trials >= 1"):
         load_config("tiny", overrides={"tune.optuna_startup_trials": 0})
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_sweep_with_what_finished_and_resume_from_its_record_runs_the_rest(tmp_path, monkeypatch):
+    """Ctrl-C once the first trial is recorded: the command exits 130, the sweep's run ends KILLED
+    with no run left RUNNING and nothing registered; resuming from its record reuses the baseline,
+    counts the finished trials and runs only the rest."""
+    import json
+    import os
+    import signal
+    import threading
+    import time
+
+    from versatune_mlops.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sweep = ["tune", "--preset", "tiny", "--searcher", "optuna", "--num-trials", "3", "--experiment", "sweep",
+             "--model-name", "vt-resume", "--output-dir", str(tmp_path / "out"), "--set", "train.max_steps=10",
+             "--set", "tune.interval=[5]", "--set", "probe.num_samples=8", "--set", "train.eval_accuracy=false",
+             "--set", "tune.asha=false", "--set", "tune.eta=[0.5,5]"]
+
+    def recorded(role):
+        return [line for path in (tmp_path / "out").glob("*/sweep_record.jsonl")
+                for line in map(json.loads, path.read_text().splitlines()) if line["kind"] == role]
+
+    def interrupt_after_the_first_trial():
+        deadline = time.time() + 600
+        while not recorded("trial") and time.time() < deadline:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)  # Ray's handler, in the main thread, ends the sweep
+
+    threading.Thread(target=interrupt_after_the_first_trial, daemon=True).start()
+    assert main(sweep) == 130
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("sweep").experiment_id
+    (first,) = [r for r in client.search_runs([experiment]) if "mlflow.parentRunId" not in r.data.tags]
+    assert first.info.status == "KILLED"
+    runs = client.search_runs([experiment])
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert not client.search_registered_models(), "an interrupted sweep registers nothing"
+    done = [t for t in recorded("trial") if t["status"] == "finished"]
+    assert 1 <= len(done) < 3 and len(recorded("baseline")) == 1
+    (record,) = (tmp_path / "out").glob("*/sweep_record.jsonl")
+
+    assert main([*sweep, "--resume-from", str(record)]) == 0
+    (second,) = [r for r in client.search_runs([experiment])
+                 if "mlflow.parentRunId" not in r.data.tags and r.info.run_id != first.info.run_id]
+    children = [r for r in client.search_runs([experiment])
+                if r.data.tags.get("mlflow.parentRunId") == second.info.run_id]
+    assert second.info.status == "FINISHED" and second.data.tags["versatune.resumed_from"] == str(record)
+    assert all(c.data.tags["versatune.sweep_role"] == "trial" for c in children), "the baseline is reused"
+    assert len(children) == 3 - len(done), "only the trials left run"
+    assert second.data.metrics["trials/resumed"] == len(done) and second.data.metrics["trials/finished"] == 3
+    (new_record,) = [p for p in (tmp_path / "out").glob("*/sweep_record.jsonl") if p != record]
+    lines = [json.loads(line) for line in new_record.read_text().splitlines()]
+    assert [line["kind"] for line in lines] == ["sweep", "baseline", "trial", "trial", "trial"]
+    assert {line["run_id"] for line in lines[2:2 + len(done)]} == {t["run_id"] for t in done}
+    assert client.get_model_version_by_alias("vt-resume", "champion").run_id == second.data.tags["versatune.best_run"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 from ..config import METHODS, RunConfig
@@ -83,6 +84,9 @@ def add_parsers(sub) -> None:
     tune.add_argument("--model-name", default="", help="register the best trial's model (default versatune-<preset>)")
     tune.add_argument("--alias", default="champion")
     tune.add_argument("--output-dir", default="outputs/tune")
+    tune.add_argument("--resume-from", metavar="RECORD",
+                      help="continue an earlier sweep: its sweep_record.jsonl (or the folder holding it); its finished "
+                           "trials count towards --num-trials and inform optuna, a finished baseline is reused")
     add_tracking_options(tune)
     tune.set_defaults(handler=cmd_tune)
 
@@ -236,7 +240,7 @@ def sweep_table(result) -> str:
         row += f" {format(t.objective, '.5g') if t.objective is not None else '-':>20}"
         if baseline:
             row += f" {format(100 * t.gain, '+.2f') + '%' if t.gain is not None else '-':>14}"
-        lines.append(f"{row} {t.status}")
+        lines.append(f"{row} {t.status}{' (resumed)' if t.resumed else ''}")
     lines += [f"Trial {t.run_id} failed: {t.error.splitlines()[0]}" for t in result.trials if t.error]
     if result.baseline is not None:
         b = result.baseline
@@ -257,12 +261,25 @@ def sweep_table(result) -> str:
 def cmd_tune(args) -> int:
     config = config_and_tracking(args)  # bad ranges fail before Ray starts
     from ..integrations.mlflow.entrypoints import sweep
+    from ..integrations.ray.sweep_record import check_resumable, read_record
+    from ..integrations.ray.tuning import SweepInterrupted
 
+    resume = read_record(args.resume_from) if args.resume_from else None
+    if resume is not None:
+        check_resumable(resume, config)  # so does a record that does not fit this sweep
     model_name = args.model_name or f"versatune-{config.preset or 'custom'}"
-    result, registration = sweep(config, tracking_uri=args.tracking_uri, experiment=args.experiment,
-                                 run_name=args.run_name, output_dir=args.output_dir, model_name=model_name,
-                                 alias=args.alias)
+    try:
+        result, registration = sweep(config, tracking_uri=args.tracking_uri, experiment=args.experiment,
+                                     run_name=args.run_name, output_dir=args.output_dir, model_name=model_name,
+                                     alias=args.alias, resume=resume)
+    except SweepInterrupted as stop:
+        print(sweep_table(stop.result))
+        done = sum(t.kept for t in stop.result.trials)
+        print(f"Interrupted with {done} of {config.tune.num_samples} trials finished; nothing registered. Run the same "
+              f"command with --resume-from {stop.result.record_path} to run the rest.", file=sys.stderr)
+        return 130
     print(sweep_table(result))
+    print(f"Sweep record: {result.record_path} (continue it with --resume-from and a larger --num-trials)")
     if registration:
         print(f"Registered {registration.model_name} version {registration.version} @{registration.alias}")
     return 0

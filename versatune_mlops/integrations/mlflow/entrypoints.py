@@ -206,21 +206,45 @@ def train_tags(config: RunConfig) -> dict[str, str]:
 
 
 def sweep(config: RunConfig, *, tracking_uri: Optional[str], experiment: Optional[str], run_name: Optional[str],
-          output_dir: str, model_name: str, alias: str):
-    """A Ray Tune sweep as one parent run with a child run per trial; registers the best trial's model."""
-    from ..ray.tuning import log_sweep, run_sweep  # Ray loads only for a sweep
+          output_dir: str, model_name: str, alias: str, resume=None):
+    """A Ray Tune sweep as one parent run with a child run per trial; registers the best trial's model.
+
+    ``resume``: a checked :class:`~..ray.sweep_record.SweepRecord` whose finished trials this sweep
+    continues. Ctrl-C raises :class:`~..ray.tuning.SweepInterrupted` once what finished is logged
+    (the parent run ends KILLED, nothing is registered)."""
+    from ..ray.tuning import SweepInterrupted, log_sweep, run_sweep  # Ray loads only for a sweep
 
     uri = configure_tracking(tracking_uri)
     tags = {"versatune.step": "tune", "versatune.preset": config.preset or "custom",
             "versatune.searcher": config.tune.searcher}
+    if resume is not None:
+        tags["versatune.resumed_from"] = str(resume.path)
     with tracked_run(experiment=experiment, run_name=run_name or f"tune-{config.tune.searcher}", tags=tags) as run_id:
         log_params(run_id, {k: v for k, v in config.flat().items() if k.startswith(("tune.", "train.", "model.name"))})
         result = run_sweep(config, parent_run_id=run_id, experiment_id=mlflow.get_run(run_id).info.experiment_id,
-                           tracking_uri=uri, output_dir=Path(output_dir) / run_id)
+                           tracking_uri=uri, output_dir=Path(output_dir) / run_id, resume=resume)
         log_sweep(result, run_id)
+        if result.interrupted:
+            raise SweepInterrupted(result)
         if result.best is None:
             raise VersaTuneError("No trial finished, so there is nothing to register. See the trials' errors in "
                                  "trials.json on the sweep run and fix their cause.")
-        registration = register_best(model_name, metric=result.objective, alias=alias, run_ids=[result.best.run_id]) \
-            if config.tune.log_models else None
+        registration = None
+        if config.tune.log_models and (not result.best.resumed or _registrable(result.best)):
+            registration = register_best(model_name, metric=result.objective, alias=alias, run_ids=[result.best.run_id])
     return result, registration
+
+
+def _registrable(best) -> bool:
+    """Whether the best trial's run holds a model in this tracking store: a resumed trial's run may be
+    in the store of the sweep that ran it."""
+    try:
+        run = MlflowClient().get_run(best.run_id) if best.run_id else None
+    except mlflow.exceptions.MlflowException:
+        run = None
+    if run is None or "versatune.model_uri" not in run.data.tags:
+        log.warning("The best trial (run %s) was resumed from an earlier sweep and its model is not in this "
+                    "tracking store, so nothing is registered. Register it from the store that holds it: "
+                    "versatune register --run-ids %s", best.run_id, best.run_id)
+        return False
+    return True

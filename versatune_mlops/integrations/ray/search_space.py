@@ -87,3 +87,11 @@ def grid_size(config: RunConfig) -> int:
     """Trials of a grid sweep (the baseline run not counted)."""
     sizes = [len(_grid_values(config, n)) for n in TUNED] + [len(getattr(config.tune, n)) or 1 for n in CHOSEN]
     return int(np.prod(sizes))
+
+
+def searched_space(config: RunConfig) -> dict[str, Any]:
+    """The parameters a random or optuna sweep searches (those :func:`param_space` draws rather than
+    fixes): each range ``(low, high)`` with low < high, and each non-empty list of choices."""
+    tc = config.tune
+    ranges = {name: tuple(getattr(tc, name)) for name in TUNED if getattr(tc, name)[0] < getattr(tc, name)[1]}
+    return ranges | {name: list(getattr(tc, name)) for name in CHOSEN if getattr(tc, name)}

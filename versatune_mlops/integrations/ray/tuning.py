@@ -30,6 +30,7 @@ from ...errors import ConfigError
 from .reports import ASHA_TIME_ATTR, TuneReporter
 from .search_space import (BASELINE_KEY, CHOSEN, baseline_params, param_space, trial_config, trial_name,
                            trial_param_names)
+from .sweep_record import RECORD_NAME, SweepRecord, TrialRecord, record_callback, start_record, told_points
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +91,19 @@ def startup_trials(config: RunConfig) -> int:
     return tc.optuna_startup_trials or min(10, max(2, math.ceil(tc.num_samples / 3)))
 
 
-def optuna_search(config: RunConfig):
+def optuna_search(config: RunConfig, resumed: Optional[SweepRecord] = None):
     """Ray's optuna searcher with a seeded TPE sampler that models the trials after the first
-    :func:`startup_trials` (Ray reads ``seed`` only when it builds the sampler itself)."""
+    :func:`startup_trials` (Ray reads ``seed`` only when it builds the sampler itself).
+
+    A resumed sweep tells the sampler its recorded trials as evaluated points (they count towards the
+    startup trials) and seeds it with ``tune.seed`` plus their number: with the recorded seed alone,
+    its random startup draws would repeat the points the recorded sweep drew first."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=config.tune.seed,
-                                                           n_startup_trials=startup_trials(config)))
+    points, objectives = told_points(resumed, config) if resumed else ([], [])
+    sampler = optuna.samplers.TPESampler(seed=config.tune.seed + len(points), n_startup_trials=startup_trials(config))
+    return OptunaSearch(sampler=sampler, points_to_evaluate=points or None, evaluated_rewards=objectives or None)
 
 
 def gain_over_baseline(objective: Optional[float], baseline: Optional[float], mode: str) -> Optional[float]:
@@ -181,21 +187,6 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) 
 
 
 @dataclass
-class TrialRecord:
-    params: dict[str, Any]
-    objective: Optional[float]
-    run_id: Optional[str]
-    status: str  # finished | stopped | error
-    error: Optional[str] = None
-    steps: Optional[int] = None
-    """Training steps the trial ran (its last reported step)."""
-    started: Optional[float] = None
-    """Unix time of its first report (whole seconds, Ray's timestamp), to order trials as they ran."""
-    gain: Optional[float] = None
-    """Relative gain of its objective over the baseline run's (see :func:`gain_over_baseline`)."""
-
-
-@dataclass
 class SweepResult:
     objective: str
     mode: str
@@ -203,6 +194,10 @@ class SweepResult:
     best: Optional[TrialRecord] = None
     baseline: Optional[TrialRecord] = None
     """The baseline run (its params: ``{"baseline": method, "interval": K}``), or None without one."""
+    record_path: Optional[Path] = None
+    """The sweep's record (see :mod:`.sweep_record`): what ``--resume-from`` continues from."""
+    interrupted: bool = False
+    """Ctrl-C ended the sweep before its trials all ran."""
 
     @property
     def baseline_method(self) -> Optional[str]:
@@ -214,9 +209,18 @@ class SweepResult:
         return None if gain is None else gain > 0
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended a sweep. A KeyboardInterrupt, so the parent run ends KILLED; it carries what
+    finished, so the CLI can print the trials and how to resume them."""
+
+    def __init__(self, result: SweepResult):
+        super().__init__("sweep interrupted")
+        self.result = result
+
+
 def pick_best(trials: list[TrialRecord], mode: str) -> Optional[TrialRecord]:
-    """The best finished trial (errored and early-stopped trials never win)."""
-    finished = [t for t in trials if t.status == "finished" and t.objective is not None and math.isfinite(t.objective)]
+    """The best finished trial (errored, early-stopped and interrupted trials never win)."""
+    finished = [t for t in trials if t.kept]
     if not finished:
         return None
     sign = 1.0 if mode == "max" else -1.0
@@ -224,7 +228,10 @@ def pick_best(trials: list[TrialRecord], mode: str) -> Optional[TrialRecord]:
 
 
 def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, tracking_uri: str,
-              output_dir: str | Path) -> SweepResult:
+              output_dir: str | Path, resume: Optional[SweepRecord] = None) -> SweepResult:
+    """Run the baseline (unless ``resume`` holds a finished one) and the trials (as many as
+    ``tune.num_samples`` less ``resume``'s finished trials), recording each in the output folder's
+    :data:`RECORD_NAME` as it ends. Ctrl-C ends the sweep with what finished (``interrupted`` set)."""
     import ray
     from mlflow.tracking import MlflowClient
     from ray import tune
@@ -242,7 +249,7 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
     resources = ray.cluster_resources()
     memory_gb = resources.get("memory", 0) / 2**30 or None  # what Ray may hand out, not the machine's total
     concurrency = trial_concurrency(config, resources.get("CPU", 1), resources.get("GPU", 0), memory_gb)
-    search_alg = optuna_search(config) if tc.searcher == "optuna" else None
+    search_alg = optuna_search(config, resume) if tc.searcher == "optuna" else None
     scheduler = ASHAScheduler(time_attr=ASHA_TIME_ATTR, **asha_milestones(config)) if tc.asha else None
     output_dir = Path(output_dir).resolve()
     sweep = {"parent_run_id": parent_run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri,
@@ -250,46 +257,62 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
     cpus = trial_cpus(config, resources.get("CPU", 1), concurrency)
     trainable = tune.with_resources(tune.with_parameters(_trial, base=config.to_dict(), sweep=sweep), {"cpu": cpus})
     storage = str(output_dir / "ray_tune")
+    record_path = output_dir / RECORD_NAME
+    start_record(record_path, config, resume)
+    names = trial_param_names(config)
+    result = SweepResult(objective=tc.objective, mode=mode, record_path=record_path,
+                         trials=list(resume.finished) if resume else [])
     baseline = baseline_params(config)
-    baseline_grid = None
+    if resume is not None and resume.baseline is not None and resume.baseline.kept \
+            and baseline is not None and resume.baseline.params.get(BASELINE_KEY) == baseline[BASELINE_KEY]:
+        log.info("Tune: the %s baseline run is reused from %s", baseline[BASELINE_KEY], resume.path)
+        result.baseline, baseline = resume.baseline, None
     if baseline is not None:
         # First, alone: one run, no searcher or scheduler (ASHA must not stop the reference).
         log.info("Tune: baseline run (%s mixing, the trials' data, seed and budget)", baseline[BASELINE_KEY])
+        recorder = record_callback(record_path, "baseline", (BASELINE_KEY, "interval"), config,
+                                   experiment_id=experiment_id, parent_run_id=parent_run_id)
         baseline_grid = tune.Tuner(
             trainable, param_space=baseline,
             tune_config=tune.TuneConfig(metric=tc.objective, mode=mode, num_samples=1),
-            run_config=tune.RunConfig(name=f"baseline-{parent_run_id}", storage_path=storage),
+            run_config=tune.RunConfig(name=f"baseline-{parent_run_id}", storage_path=storage, callbacks=[recorder]),
         ).fit()
+        children = _children(client := MlflowClient(), experiment_id, parent_run_id)
+        # Its params are the ones the sweep chose, not read back: a run that failed before its first
+        # report has no Tune config to read them from.
+        (result.baseline,) = [_record(trial, children, client, tc, (), recorder.ended) for trial in baseline_grid]
+        result.baseline.params = dict(baseline)
+        if result.baseline.status == "interrupted":
+            result.interrupted = True
+            return result
+    left = (1 if tc.searcher == "grid" else tc.num_samples) - len(result.trials)
+    recorder = record_callback(record_path, "trial", names, config, experiment_id=experiment_id,
+                               parent_run_id=parent_run_id)
     tuner = tune.Tuner(
         trainable,
         param_space=param_space(config),
         tune_config=tune.TuneConfig(metric=tc.objective, mode=mode, search_alg=search_alg, scheduler=scheduler,
-                                    num_samples=1 if tc.searcher == "grid" else tc.num_samples,
-                                    max_concurrent_trials=concurrency),
-        run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=storage),
+                                    num_samples=left, max_concurrent_trials=concurrency),
+        run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=storage, callbacks=[recorder]),
     )
     log.info("Tune: %s searcher, ASHA=%s, %d concurrent trial(s) (cluster: %g CPU, %g GPU, %.0f GB; a trial: "
-             "%d CPU, %s GB)", tc.searcher, tc.asha, concurrency, resources.get("CPU", 0), resources.get("GPU", 0),
-             memory_gb or 0, cpus + tc.workers_per_trial, trial_memory_gb(config) or "?")
+             "%d CPU, %s GB)%s", tc.searcher, tc.asha, concurrency, resources.get("CPU", 0), resources.get("GPU", 0),
+             memory_gb or 0, cpus + tc.workers_per_trial, trial_memory_gb(config) or "?",
+             f"; {len(result.trials)} finished trial(s) resumed from {resume.path}, {left} to run" if resume else "")
     grid = tuner.fit()
 
     client = MlflowClient()
-    children = {r.data.tags.get("versatune.trial_id"): r for r in
-                client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")}
-    names = trial_param_names(config)
-    result = SweepResult(objective=tc.objective, mode=mode,
-                         trials=[_record(trial, children, client, tc, names) for trial in grid])
-    if baseline_grid is not None:
-        # Its params are the ones the sweep chose, not read back: a run that failed before its first
-        # report has no Tune config to read them from.
-        (result.baseline,) = [_record(trial, children, client, tc, ()) for trial in baseline_grid]
-        result.baseline.params = dict(baseline)
-        if result.baseline.status != "finished":
-            log.warning("The baseline run did not finish (%s), so the trials have no gain over it.",
-                        result.baseline.error or result.baseline.status)
-        else:
-            for trial in result.trials:
-                trial.gain = gain_over_baseline(trial.objective, result.baseline.objective, mode)
+    children = _children(client, experiment_id, parent_run_id)
+    ran = [_record(trial, children, client, tc, names, recorder.ended) for trial in grid]
+    result.interrupted = any(t.status == "interrupted" for t in ran) or (tc.searcher != "grid" and len(ran) < left)
+    # A trial interrupted before it opened its run trained nothing and has no params to show.
+    result.trials += [t for t in ran if t.status != "interrupted" or t.run_id is not None]
+    if result.baseline is not None and result.baseline.status != "finished":
+        log.warning("The baseline run did not finish (%s), so the trials have no gain over it.",
+                    result.baseline.error or result.baseline.status)
+    elif result.baseline is not None:
+        for trial in result.trials:
+            trial.gain = gain_over_baseline(trial.objective, result.baseline.objective, mode)
     result.best = pick_best(result.trials, mode)
     if result.beaten() is False:
         log.warning("No trial beat the %s baseline: the best trial's %s is %+.2f%% against it. Widen the search "
@@ -298,8 +321,15 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
     return result
 
 
-def _record(trial, children: dict, client, tc, names: tuple[str, ...]) -> TrialRecord:
-    """One Ray trial result (and its MLflow child run) as a TrialRecord; ends a stopped trial's run."""
+def _children(client, experiment_id: str, parent_run_id: str) -> dict:
+    """The sweep's child runs by their Ray trial id."""
+    return {r.data.tags.get("versatune.trial_id"): r for r in
+            client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")}
+
+
+def _record(trial, children: dict, client, tc, names: tuple[str, ...], ended: set[str]) -> TrialRecord:
+    """One Ray trial result (and its MLflow child run) as a TrialRecord; ends a stopped or interrupted
+    trial's run. ``ended``: the trials Ray ended (the others were interrupted by Ctrl-C)."""
     trial_id = trial.metrics.get("trial_id") if trial.metrics else None
     run = children.get(trial_id)
     run_id = run.info.run_id if run else None
@@ -307,6 +337,12 @@ def _record(trial, children: dict, client, tc, names: tuple[str, ...]) -> TrialR
         # The child run's tag holds the trial's own exception; Ray's error wraps it in a remote traceback.
         tagged = run.data.tags.get("versatune.error") if run is not None else None
         status, error = "error", (tagged or f"{type(trial.error).__name__}: {trial.error}")[:2000]
+    elif trial_id not in ended:
+        # Ctrl-C: Ray stops the sweep and returns the trials it had started, ended by nobody.
+        status, error = "interrupted", None
+        if run is not None and run.info.status == "RUNNING":
+            client.set_tag(run_id, "versatune.error", "interrupted (Ctrl-C on the sweep)")
+            client.set_terminated(run_id, status="KILLED")
     elif run is not None and run.info.status != "FINISHED":
         # No error from Ray, yet the run did not finish: the scheduler stopped it. Ray ends the trial's
         # process (SIGTERM), which leaves the run RUNNING, or KILLED when the signal lands in the trial.
@@ -348,14 +384,19 @@ def log_sweep(result: SweepResult, parent_run_id: str) -> None:
 
     client = MlflowClient()
     rows = [{**t.params, "objective": t.objective, "gain_vs_baseline": t.gain, "status": t.status,
-             "run_id": t.run_id or "", "error": t.error or ""} for t in result.trials]
-    client.log_table(parent_run_id, {k: [r.get(k) for r in rows] for k in rows[0]}, "trials.json")
+             "resumed": t.resumed, "run_id": t.run_id or "", "error": t.error or ""} for t in result.trials]
+    if rows:
+        client.log_table(parent_run_id, {k: [r.get(k) for r in rows] for k in rows[0]}, "trials.json")
+    if result.record_path is not None and result.record_path.is_file():
+        client.log_artifact(parent_run_id, str(result.record_path))
     baseline = result.baseline if result.baseline is not None and result.baseline.status == "finished" else None
-    with tempfile.TemporaryDirectory() as tmp:
-        sweep_figure(result.trials, result.objective, Path(tmp) / "objective_vs_alpha_beta.png",
-                     baseline=(result.baseline_method, baseline.objective) if baseline else None)
-        client.log_artifact(parent_run_id, str(Path(tmp) / "objective_vs_alpha_beta.png"), "figures")
-    counts = {s: sum(t.status == s for t in result.trials) for s in ("finished", "stopped", "error")}
+    if result.trials:  # none when Ctrl-C came during the baseline run
+        with tempfile.TemporaryDirectory() as tmp:
+            sweep_figure(result.trials, result.objective, Path(tmp) / "objective_vs_alpha_beta.png",
+                         baseline=(result.baseline_method, baseline.objective) if baseline else None)
+            client.log_artifact(parent_run_id, str(Path(tmp) / "objective_vs_alpha_beta.png"), "figures")
+    counts = {s: sum(t.status == s for t in result.trials) for s in ("finished", "stopped", "error", "interrupted")}
+    counts["resumed"] = sum(t.resumed for t in result.trials)
     log_metrics(parent_run_id, {f"trials/{k}": v for k, v in counts.items()}, step=0)
     if result.baseline is not None:
         client.set_tag(parent_run_id, "versatune.baseline", result.baseline_method)
