@@ -3,7 +3,8 @@
 # Resumable (one Aioli trial takes ~36 min here, so the 8 trials span sessions): each finished trial is
 # appended to /tmp/versatune-tune/out-aioli/<sweep run id>/sweep_record.jsonl; copy that file over
 # sweep_record.jsonl here (with the trial's summary as trial-<run id>.json) and rerun this command to
-# continue. The committed record's first trial was written from trial-ea43377a….json, the trial of the
+# continue. A resume counts only finished trials towards --num-trials (ASHA-stopped ones are redrawn), so
+# with 7 of 8 drawn and 3 finished, `--num-trials 4` runs the last one. The committed record's first trial was written from trial-ea43377a….json, the trial of the
 # first, interrupted sweep (before sweeps kept records).
 .venv/bin/versatune tune --preset smollm2-multigenre --searcher optuna --num-trials 8 --max-steps 64 \
   --prior-file benchmarks/tune-multigenre/distribution.json \
