@@ -3,9 +3,12 @@
 # Resumable (one Aioli trial takes ~36 min here, so the 8 trials span sessions): each finished trial is
 # appended to /tmp/versatune-tune/out-aioli/<sweep run id>/sweep_record.jsonl; copy that file over
 # sweep_record.jsonl here (with the trial's summary as trial-<run id>.json) and rerun this command to
-# continue. A resume counts only finished trials towards --num-trials (ASHA-stopped ones are redrawn), so
-# with 7 of 8 drawn and 3 finished, `--num-trials 4` runs the last one. The committed record's first trial was written from trial-ea43377a….json, the trial of the
-# first, interrupted sweep (before sweeps kept records).
+# continue. All 8 trials have run (the 8th with `--num-trials 4`: the version of `versatune tune` that ran it
+# counted only finished trials towards the budget; since then ASHA-stopped trials count too, so rerunning
+# this command now refuses with "nothing is left to run", and `--num-trials 12` would run 4 more).
+# The committed record's first trial was written from trial-ea43377a….json, the trial of the first,
+# interrupted sweep (before sweeps kept records); the 8th trial's line was appended from the last sweep's
+# record, which (as that version did) carried only the finished trials.
 .venv/bin/versatune tune --preset smollm2-multigenre --searcher optuna --num-trials 8 --max-steps 64 \
   --prior-file benchmarks/tune-multigenre/distribution.json \
   --set method.method=aioli --set method.interval=16 --set train.seed=0 --set train.eval_accuracy=false --set method.specialist_steps=64 \
