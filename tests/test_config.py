@@ -116,6 +116,8 @@ def test_a_config_file_naming_another_preset_than_the_flag_is_refused(tmp_path):
     ({"method.signal": "test"}, "method.signal='test' is unknown; use one of eval, train"),
     ({"method.method": "aioli", "method.signal": "train"}, "aioli evaluates held-out losses after its own probe"),
     ({"method.reference": "curve_fit", "method.signal": "train"}, "curve_fit fits each domain's held-out loss curve"),
+    ({"method.signal_min_tokens": 200}, "pools training-loss windows, but method.signal='eval'"),
+    ({"method.signal": "train", "method.signal_min_tokens": -1}, "must be a whole number of tokens >= 0"),
 ])
 def test_keys_that_would_have_no_effect_are_refused(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):

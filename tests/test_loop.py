@@ -105,6 +105,30 @@ def test_a_domain_not_drawn_since_the_last_point_keeps_its_last_loss_under_the_t
     assert summary["reweighting_records"][0]["train_loss"]["code"] != summary["eval_loss_before"]["code"]
 
 
+def test_window_losses_read_a_domain_only_from_enough_tokens_and_keep_the_last_value_otherwise():
+    from versatune_mlops.training.steps import window_losses
+
+    loss, read = window_losses([20.0, 6.0, 0.0], [10, 2, 0], last=[1.5, 2.5, 3.5])
+    assert loss.tolist() == [2.0, 3.0, 3.5] and read.tolist() == [True, True, False], "an undrawn domain keeps its last"
+    loss, read = window_losses([20.0, 6.0, 0.0], [10, 2, 0], last=[1.5, 2.5, 3.5], min_tokens=5)
+    assert loss.tolist() == [2.0, 2.5, 3.5] and read.tolist() == [True, False, False]
+
+
+def test_a_window_with_too_few_tokens_carries_into_the_next_under_signal_min_tokens(tiny_config, tmp_path):
+    settings = {"train.max_steps": 12, "method.interval": 4, "method.signal": "train", "method.eta": 1.0,
+                "train.save_model": False, "probe.num_samples": 8}
+    pooled = train(tiny_config(**settings, **{"method.signal_min_tokens": 10**6}), tmp_path / "pooled")
+    first, second = pooled["reweighting_records"]
+    # No window ever holds a million tokens: every domain keeps the base model's loss, and the tokens
+    # pile up across windows instead of being dropped.
+    assert first["train_loss"] == second["train_loss"] == pooled["eval_loss_before"]
+    assert all(second["window_tokens"][d] >= first["window_tokens"][d] for d in pooled["domains"])
+    assert sum(second["window_tokens"].values()) > sum(first["window_tokens"].values()) > 0
+    plain = train(tiny_config(**settings), tmp_path / "plain")["reweighting_records"]
+    assert sum(plain[1]["window_tokens"].values()) < sum(second["window_tokens"].values()), \
+        "without pooling each window starts empty"
+
+
 class StopAfter(TrainingHooks):
     """Simulates a crash right after the checkpoint at `step`."""
 

@@ -170,6 +170,13 @@ class MethodConfig:
     on a first epoch those examples were unseen when their loss was taken, so it estimates the
     held-out loss, half an interval late and noisier for domains with small shares). A domain not
     drawn since the last point keeps its last value."""
+    signal_min_tokens: int = 0
+    """``method.signal=train``: read a domain's window loss only once its window holds at least this
+    many response tokens; until then the domain keeps its last value and its tokens carry into the
+    next window. A domain with a small share sees a handful of examples per window, whose mean loss
+    moves with which examples were drawn (the forgetting degree then reads that noise as forgetting);
+    pooling windows trades how often such a domain is read for a steadier loss. 0 reads every window
+    that drew the domain."""
     aioli_probe_rounds: int = 1
     """Aioli: sweeps over the domains' probe mixtures per round (the reference code's lp_rounds)."""
     aioli_probe_steps: int = 1

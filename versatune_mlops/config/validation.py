@@ -160,6 +160,13 @@ def _validate_method(config: RunConfig) -> None:
         _check(mc.reference != "curve_fit",
                "method.reference=curve_fit fits each domain's held-out loss curve, which method.signal=train does "
                "not evaluate; use method.signal=eval, or another method.reference.")
+    _check(isinstance(mc.signal_min_tokens, int) and not isinstance(mc.signal_min_tokens, bool)
+           and mc.signal_min_tokens >= 0,
+           f"method.signal_min_tokens={mc.signal_min_tokens!r} must be a whole number of tokens >= 0 (0: read every "
+           f"window).")
+    _check(mc.signal_min_tokens == 0 or mc.signal == "train",
+           f"method.signal_min_tokens={mc.signal_min_tokens} pools training-loss windows, but method.signal="
+           f"{mc.signal!r} reads held-out losses; set method.signal=train, or drop method.signal_min_tokens.")
     if mc.reference == "fixed":
         _check(bool(mc.reference_losses), "method.reference=fixed needs method.reference_losses (domain -> loss).")
     if mc.reference_losses is not None:

@@ -166,12 +166,14 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         train_loss = np.array(state.train_loss_sum) / np.array(state.train_loss_tokens)
     held_out = config.method.signal == "eval"
+    read = np.ones(len(domains), dtype=bool)
     if held_out:
         losses = timed_evaluation(config, run)
     else:
-        # No evaluation pass: the window's training loss; a domain not drawn in it keeps its last value.
-        losses = {d: float(now) if math.isfinite(now) else float(last)
-                  for d, now, last in zip(domains, train_loss, state.prev_eval_loss)}
+        # No evaluation pass: the window's training loss (see window_losses).
+        window, read = window_losses(state.train_loss_sum, state.train_loss_tokens, state.prev_eval_loss,
+                                     config.method.signal_min_tokens)
+        losses = dict(zip(domains, window.tolist()))
     eval_loss = np.array([losses[d] for d in domains])
     if config.method.reference == "curve_fit":
         refit_reference(config, run, losses)
@@ -186,8 +188,10 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
     state.weights = normalise(report.weights).tolist()
     run.sampler.set_weights(state.weights)
     state.prev_eval_loss = eval_loss.tolist()
-    state.train_loss_sum = [0.0] * len(domains)
-    state.train_loss_tokens = [0] * len(domains)
+    window_tokens = dict(zip(domains, (int(n) for n in state.train_loss_tokens)))
+    # A window not read (too few tokens under method.signal_min_tokens) carries into the next one.
+    state.train_loss_sum = [0.0 if r else s for r, s in zip(read, state.train_loss_sum)]
+    state.train_loss_tokens = [0 if r else n for r, n in zip(read, state.train_loss_tokens)]
     record = {
         "step": state.step,
         "weights": dict(zip(domains, state.weights)),
@@ -197,10 +201,23 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
         "eval_loss" if held_out else "train_loss": losses,
         "reference_loss": dict(state.reference_loss),
     }
+    if not held_out:
+        record["window_tokens"] = window_tokens  # the tokens each domain's training loss was read from
     state.trajectory.append(record)
     if held_out:
         hooks.on_eval(state.step, domain_metrics(losses))
     hooks.on_reweight(state.step, record)
+
+
+def window_losses(loss_sum, tokens, last, min_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each domain's token-mean training loss over a window, and which domains were read: those with
+    at least ``min_tokens`` tokens (and at least one). A domain not read keeps its ``last`` value."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    read = tokens >= max(1, int(min_tokens))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.asarray(loss_sum, dtype=np.float64) / tokens
+    read &= np.isfinite(mean)
+    return np.where(read, mean, np.asarray(last, dtype=np.float64)), read
 
 
 def timed_evaluation(config: RunConfig, run: TrainingRun) -> dict[str, float]:
