@@ -86,7 +86,8 @@ def add_parsers(sub) -> None:
     tune.add_argument("--output-dir", default="outputs/tune")
     tune.add_argument("--resume-from", metavar="RECORD",
                       help="continue an earlier sweep: its sweep_record.jsonl (or the folder holding it); its finished "
-                           "trials count towards --num-trials and inform optuna, a finished baseline is reused")
+                           "and early-stopped trials count towards --num-trials and inform optuna, a finished "
+                           "baseline is reused, runs the killed sweep left RUNNING are ended")
     add_tracking_options(tune)
     tune.set_defaults(handler=cmd_tune)
 

@@ -209,8 +209,8 @@ def sweep(config: RunConfig, *, tracking_uri: Optional[str], experiment: Optiona
           output_dir: str, model_name: str, alias: str, resume=None):
     """A Ray Tune sweep as one parent run with a child run per trial; registers the best trial's model.
 
-    ``resume``: a checked :class:`~..ray.sweep_record.SweepRecord` whose finished trials this sweep
-    continues. Ctrl-C raises :class:`~..ray.tuning.SweepInterrupted` once what finished is logged
+    ``resume``: a checked :class:`~..ray.sweep_record.SweepRecord` whose finished and early-stopped
+    trials this sweep continues (first ending the runs a killed sweep left RUNNING). Ctrl-C raises :class:`~..ray.tuning.SweepInterrupted` once what finished is logged
     (the parent run ends KILLED, nothing is registered)."""
     from ..ray.tuning import SweepInterrupted, log_sweep, run_sweep  # Ray loads only for a sweep
 
@@ -218,7 +218,10 @@ def sweep(config: RunConfig, *, tracking_uri: Optional[str], experiment: Optiona
     tags = {"versatune.step": "tune", "versatune.preset": config.preset or "custom",
             "versatune.searcher": config.tune.searcher}
     if resume is not None:
+        from ..ray.sweep_record import close_abandoned_runs
+
         tags["versatune.resumed_from"] = str(resume.path)
+        close_abandoned_runs(resume)
     with tracked_run(experiment=experiment, run_name=run_name or f"tune-{config.tune.searcher}", tags=tags) as run_id:
         log_params(run_id, {k: v for k, v in config.flat().items() if k.startswith(("tune.", "train.", "model.name"))})
         result = run_sweep(config, parent_run_id=run_id, experiment_id=mlflow.get_run(run_id).info.experiment_id,

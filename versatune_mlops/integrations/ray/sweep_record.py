@@ -3,14 +3,17 @@
 A sweep writes ``sweep_record.jsonl`` in its output folder: a header line that says what the trials
 train (everything in the config that a trial does not choose itself), then one line per trial (and
 the baseline run) as Ray reports it finished, stopped or failed. ``versatune tune --resume-from
-RECORD`` reads it back: the finished trials count towards ``tune.num_samples`` and are told to
-optuna's TPE as evaluated points, a finished baseline is reused, and only the rest run. The file is
+RECORD`` reads it back: the finished and the early-stopped trials count towards ``tune.num_samples``
+and are told to optuna's TPE as evaluated points (a stopped trial with the score it was stopped at,
+as Ray tells optuna within one sweep), a finished baseline is reused, and only the rest run; failed
+and interrupted trials are drawn again. The file is
 small and plain, so a sweep can be continued on another machine or in a later session from a copy
 of it (Ray's own experiment folder, which ``Tuner.restore`` needs, holds pickles and every trial's
 outputs).
 
-No Ray and no MLflow at import (the Ray callback that writes the record imports them when built):
-the CLI reads and checks a record before Ray starts.
+The record's callback is also the one place that says how each trial ended (:func:`trial_status`)
+and ends the MLflow runs of trials Ray stopped or abandoned. No Ray and no MLflow at import (the
+callback imports them when built): the CLI reads and checks a record before Ray starts.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ...config import TUNED, RunConfig
+from ...config import TUNED, RunConfig, from_dict
 from ...errors import ConfigError
 from .search_space import searched_space
 
@@ -57,8 +60,33 @@ class TrialRecord:
 
     @property
     def kept(self) -> bool:
-        """Finished with a finite objective: what a resumed sweep keeps, counts and tells its searcher."""
-        return self.status == "finished" and self.objective is not None and math.isfinite(self.objective)
+        """Finished with a finite objective: a candidate for the best trial and a reusable baseline."""
+        return self.status == "finished" and self._scored
+
+    @property
+    def counted(self) -> bool:
+        """Finished or stopped early, with a finite objective: part of the sweep's trial budget, which a
+        resumed sweep carries over and tells its searcher (a stopped trial with the score it was
+        stopped at). Failed and interrupted trials are not: a resumed sweep draws them again."""
+        return self.status in ("finished", "stopped") and self._scored
+
+    @property
+    def _scored(self) -> bool:
+        return self.objective is not None and math.isfinite(self.objective)
+
+
+def trial_status(*, errored: bool, ended: bool, run_status: Optional[str]) -> str:
+    """How a trial ended. ``errored``: Ray reported an error; ``ended``: Ray ended it (a trial it
+    returns without ending was interrupted by Ctrl-C); ``run_status``: its MLflow run's status (None:
+    it never opened one). A trial Ray ended without error whose run did not finish was stopped by
+    the scheduler: Ray ends the trial's process (SIGTERM), which leaves the run RUNNING, or KILLED
+    when the signal lands in the trial. ASHA never stops a trial at its final evaluation
+    (:data:`.reports.ASHA_TIME_ATTR`), so a trial that trained every step has finished its run."""
+    if errored:
+        return "error"
+    if not ended:
+        return "interrupted"
+    return "finished" if run_status in (None, "FINISHED") else "stopped"
 
 
 @dataclass
@@ -68,9 +96,13 @@ class SweepRecord:
     trials: list[TrialRecord] = field(default_factory=list)
     baseline: Optional[TrialRecord] = None
 
+    parent_run_id: Optional[str] = None
+    """The sweep run that wrote it (absent in records written before it was kept)."""
+
     @property
-    def finished(self) -> list[TrialRecord]:
-        return [t for t in self.trials if t.kept]
+    def counted(self) -> list[TrialRecord]:
+        """The trials a resumed sweep carries over (see :attr:`TrialRecord.counted`)."""
+        return [t for t in self.trials if t.counted]
 
 
 def sweep_identity(config: RunConfig) -> dict[str, Any]:
@@ -81,14 +113,22 @@ def sweep_identity(config: RunConfig) -> dict[str, Any]:
     return json.loads(json.dumps({**{k: flat[k] for k in keys}, "tune.objective": config.tune.objective}))
 
 
-def start_record(path: Path, config: RunConfig, resumed: Optional[SweepRecord] = None) -> None:
+def _default_identity() -> dict[str, Any]:
+    """The identity of a config at every default (the values of settings a record may predate)."""
+    flat = from_dict({}).flat()
+    return json.loads(json.dumps({k: v for k, v in flat.items() if k.split(".")[0] in _SECTIONS}))
+
+
+def start_record(path: Path, config: RunConfig, resumed: Optional[SweepRecord] = None, *,
+                 parent_run_id: Optional[str] = None) -> None:
     """Write the header (and the trials carried over from ``resumed``), replacing any file there."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [{"kind": "sweep", "version": RECORD_VERSION, "identity": sweep_identity(config)}]
+    lines = [{"kind": "sweep", "version": RECORD_VERSION, "identity": sweep_identity(config),
+              "parent_run_id": parent_run_id}]
     if resumed is not None:
         if resumed.baseline is not None and resumed.baseline.kept:
             lines.append(_line("baseline", resumed.baseline))
-        lines += [_line("trial", t) for t in resumed.finished]
+        lines += [_line("trial", t) for t in resumed.counted]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
@@ -108,39 +148,106 @@ def _line(role: str, trial: TrialRecord) -> dict[str, Any]:
 
 def record_callback(path: Path, role: str, names: tuple[str, ...], config: RunConfig, *, experiment_id: str,
                     parent_run_id: str):
-    """A Ray Tune callback (in the driver) that appends each trial to the sweep's record as it ends,
-    and remembers which trials ended (a trial Ray returns without ending was interrupted)."""
+    """A Ray Tune callback (in the driver) that turns each trial into a :class:`TrialRecord` as it
+    ends, appends it to the sweep's record and ends the MLflow run of a trial the scheduler stopped.
+    After ``Tuner.fit`` returns, its ``trial_records()`` are every trial that started, in the order they
+    started: the ones Ray did not end (Ctrl-C) as interrupted, their runs ended KILLED."""
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    objective, max_steps = config.tune.objective, config.train.max_steps
+    objective, client = config.tune.objective, MlflowClient()
+    stopped_by = "asha" if config.tune.asha else "scheduler"
 
     class Recorder(tune.Callback):
         def __init__(self):
-            self.ended: set[str] = set()
+            self.started: dict[str, Any] = {}  # trial id -> Ray's Trial, in the order they started
+            self.first_report: dict[str, float] = {}
+            self.records: dict[str, TrialRecord] = {}
 
-        def _append(self, trial, status: str) -> None:
-            self.ended.add(trial.trial_id)
-            metrics = trial.last_result or {}
-            steps = metrics.get("step")
-            if status == "finished" and steps is not None and steps < max_steps:
-                status = "stopped"  # ended by the scheduler before its last step
-            runs = MlflowClient().search_runs([experiment_id], filter_string=(
-                f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.versatune.trial_id = '{trial.trial_id}'"))
-            run = runs[0] if runs else None
-            error = (run.data.tags.get("versatune.error") if run else None) or "see the trial's Ray error file"
-            append_trial(path, role, TrialRecord(
-                params={k: v for k, v in (trial.config or {}).items() if k in names},
-                objective=metrics.get(objective), run_id=run.info.run_id if run else None, status=status,
-                error=error[:2000] if status == "error" else None, steps=int(steps) if steps is not None else None))
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started.setdefault(trial.trial_id, trial)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.first_report.setdefault(trial.trial_id, float(result.get("timestamp") or 0) or None)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self._append(trial, "finished")
+            self._end(trial, errored=False)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._append(trial, "error")
+            self._end(trial, errored=True)
+
+        def _run(self, trial):
+            runs = client.search_runs([experiment_id], filter_string=(
+                f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.versatune.trial_id = '{trial.trial_id}'"))
+            return runs[0] if runs else None
+
+        def _trial_record(self, trial, *, errored: bool, ended: bool) -> TrialRecord:
+            run = self._run(trial)
+            status = trial_status(errored=errored, ended=ended, run_status=run.info.status if run else None)
+            error = None
+            if status == "error":
+                # The child run's tag holds the trial's own exception; Ray's error file wraps it in a
+                # remote traceback.
+                tagged = run.data.tags.get("versatune.error") if run is not None else None
+                error = (tagged or _last_line(trial.get_error()) or "see the trial's Ray error file")[:2000]
+            if run is not None and status == "stopped":
+                client.set_tag(run.info.run_id, "versatune.stopped_early", stopped_by)
+            elif run is not None and status == "interrupted" and run.info.status == "RUNNING":
+                client.set_tag(run.info.run_id, "versatune.error", "interrupted (Ctrl-C on the sweep)")
+            if run is not None and status in ("stopped", "interrupted") and run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status="KILLED")
+            metrics = trial.last_result or {}
+            steps = metrics.get("step")
+            return TrialRecord(
+                params={k: v for k, v in (trial.config or {}).items() if k in names},
+                objective=metrics.get(objective), run_id=run.info.run_id if run else None, status=status,
+                error=error, steps=int(steps) if steps is not None else None,
+                started=self.first_report.get(trial.trial_id))
+
+        def _end(self, trial, *, errored: bool) -> None:
+            self.started.setdefault(trial.trial_id, trial)
+            record = self.records[trial.trial_id] = self._trial_record(trial, errored=errored, ended=True)
+            append_trial(path, role, record)
+
+        def trial_records(self) -> list[TrialRecord]:
+            return [self.records.get(trial_id) or self._trial_record(trial, errored=False, ended=False)
+                    for trial_id, trial in self.started.items()]
 
     return Recorder()
+
+
+def _last_line(text: Optional[str]) -> Optional[str]:
+    lines = [line for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else None
+
+
+def close_abandoned_runs(record: SweepRecord) -> list[str]:
+    """End KILLED the runs a killed sweep left RUNNING (its own run and its trials' runs), so that
+    resuming it leaves no run RUNNING in the tracking store. A sweep ended by SIGKILL (a session's
+    end, the out-of-memory killer) cannot end its runs itself; Ctrl-C can and does. The ids ended."""
+    if not record.parent_run_id:
+        return []
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        parent = client.get_run(record.parent_run_id)
+    except mlflow.exceptions.MlflowException:
+        return []  # recorded in another tracking store: nothing of it here to end
+    runs = [parent] + client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{record.parent_run_id}'")
+    ended = []
+    for run in runs:
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "versatune.error", "abandoned: its sweep was killed; resumed from "
+                                                               f"{record.path}")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+    if ended:
+        log.warning("Ended KILLED %d run(s) the killed sweep %s left RUNNING: %s", len(ended),
+                    record.parent_run_id, ", ".join(ended))
+    return ended
 
 
 def read_record(path: str | Path) -> SweepRecord:
@@ -159,7 +266,7 @@ def read_record(path: str | Path) -> SweepRecord:
     if header.get("kind") != "sweep" or header.get("version") != RECORD_VERSION:
         raise ConfigError(f"{path} is not a version-{RECORD_VERSION} sweep record (its first line must be the "
                           f"sweep's header). Pass the {RECORD_NAME} that `versatune tune` wrote.")
-    record = SweepRecord(path=path, identity=header["identity"])
+    record = SweepRecord(path=path, identity=header["identity"], parent_run_id=header.get("parent_run_id"))
     for number, text in enumerate(lines[1:], start=2):
         try:
             line = json.loads(text)
@@ -185,13 +292,16 @@ def check_resumable(record: SweepRecord, config: RunConfig) -> None:
         raise ConfigError("--resume-from needs tune.searcher optuna or random: a grid sweep has no budget to "
                           "share with earlier trials. Rerun the grid, or sweep with --searcher optuna.")
     mine = sweep_identity(config)
-    differ = [k for k in sorted(set(mine) | set(record.identity)) if mine.get(k) != record.identity.get(k)]
+    # A setting added since the record was written is compared at its default, which keeps the earlier
+    # behaviour (new settings default to what the code did before them).
+    recorded = {k: v for k, v in _default_identity().items() if k in mine} | record.identity
+    differ = [k for k in sorted(set(mine) | set(recorded)) if mine.get(k) != recorded.get(k)]
     if differ:
-        shown = "; ".join(f"{k}: recorded {record.identity.get(k)!r}, now {mine.get(k)!r}" for k in differ[:6])
+        shown = "; ".join(f"{k}: recorded {recorded.get(k)!r}, now {mine.get(k)!r}" for k in differ[:6])
         raise ConfigError(f"{record.path} records a sweep whose trials trained differently ({shown}). Resume "
                           f"with the same preset, --set overrides and prior as the recorded sweep, or start "
                           f"a new sweep without --resume-from.")
-    for trial in record.finished:
+    for trial in record.counted:
         for name, space in searched_space(config).items():
             value = trial.params.get(name)
             inside = (value in space) if isinstance(space, list) else (
@@ -199,15 +309,15 @@ def check_resumable(record: SweepRecord, config: RunConfig) -> None:
             if not inside:
                 raise ConfigError(f"{record.path}: a recorded trial has {name}={value!r}, outside this sweep's "
                                   f"tune.{name}={list(space)}. Widen tune.{name} to hold the recorded trials.")
-    left = config.tune.num_samples - len(record.finished)
-    if left <= 0:
-        raise ConfigError(f"{record.path} already holds {len(record.finished)} finished trials and "
+    counted = len(record.counted)
+    if config.tune.num_samples - counted <= 0:
+        raise ConfigError(f"{record.path} already holds {counted} finished or early-stopped trials and "
                           f"tune.num_samples is {config.tune.num_samples}: nothing is left to run. Raise "
-                          f"--num-trials above {len(record.finished)} to run more.")
+                          f"--num-trials above {counted} to run more.")
 
 
 def told_points(record: SweepRecord, config: RunConfig) -> tuple[list[dict], list[float]]:
-    """The finished trials as (points, objectives) for optuna's warm start: only the searched
+    """The counted trials as (points, objectives) for optuna's warm start: only the searched
     parameters (optuna refuses points with others)."""
-    searched, trials = searched_space(config), record.finished
+    searched, trials = searched_space(config), record.counted
     return [{name: t.params[name] for name in searched} for t in trials], [float(t.objective) for t in trials]

@@ -230,10 +230,9 @@ def pick_best(trials: list[TrialRecord], mode: str) -> Optional[TrialRecord]:
 def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, tracking_uri: str,
               output_dir: str | Path, resume: Optional[SweepRecord] = None) -> SweepResult:
     """Run the baseline (unless ``resume`` holds a finished one) and the trials (as many as
-    ``tune.num_samples`` less ``resume``'s finished trials), recording each in the output folder's
-    :data:`RECORD_NAME` as it ends. Ctrl-C ends the sweep with what finished (``interrupted`` set)."""
+    ``tune.num_samples`` less ``resume``'s finished and early-stopped trials), recording each in the
+    output folder's :data:`RECORD_NAME` as it ends. Ctrl-C ends the sweep with what finished (``interrupted`` set)."""
     import ray
-    from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -258,10 +257,10 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
     trainable = tune.with_resources(tune.with_parameters(_trial, base=config.to_dict(), sweep=sweep), {"cpu": cpus})
     storage = str(output_dir / "ray_tune")
     record_path = output_dir / RECORD_NAME
-    start_record(record_path, config, resume)
+    start_record(record_path, config, resume, parent_run_id=parent_run_id)
     names = trial_param_names(config)
     result = SweepResult(objective=tc.objective, mode=mode, record_path=record_path,
-                         trials=list(resume.finished) if resume else [])
+                         trials=list(resume.counted) if resume else [])
     baseline = baseline_params(config)
     if resume is not None and resume.baseline is not None and resume.baseline.kept \
             and baseline is not None and resume.baseline.params.get(BASELINE_KEY) == baseline[BASELINE_KEY]:
@@ -272,15 +271,14 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
         log.info("Tune: baseline run (%s mixing, the trials' data, seed and budget)", baseline[BASELINE_KEY])
         recorder = record_callback(record_path, "baseline", (BASELINE_KEY, "interval"), config,
                                    experiment_id=experiment_id, parent_run_id=parent_run_id)
-        baseline_grid = tune.Tuner(
+        tune.Tuner(
             trainable, param_space=baseline,
             tune_config=tune.TuneConfig(metric=tc.objective, mode=mode, num_samples=1),
             run_config=tune.RunConfig(name=f"baseline-{parent_run_id}", storage_path=storage, callbacks=[recorder]),
         ).fit()
-        children = _children(client := MlflowClient(), experiment_id, parent_run_id)
-        # Its params are the ones the sweep chose, not read back: a run that failed before its first
-        # report has no Tune config to read them from.
-        (result.baseline,) = [_record(trial, children, client, tc, (), recorder.ended) for trial in baseline_grid]
+        ran = recorder.trial_records()
+        # Ctrl-C before the baseline started: nothing ran.
+        result.baseline = ran[0] if ran else TrialRecord(params={}, objective=None, run_id=None, status="interrupted")
         result.baseline.params = dict(baseline)
         if result.baseline.status == "interrupted":
             result.interrupted = True
@@ -298,12 +296,11 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
     log.info("Tune: %s searcher, ASHA=%s, %d concurrent trial(s) (cluster: %g CPU, %g GPU, %.0f GB; a trial: "
              "%d CPU, %s GB)%s", tc.searcher, tc.asha, concurrency, resources.get("CPU", 0), resources.get("GPU", 0),
              memory_gb or 0, cpus + tc.workers_per_trial, trial_memory_gb(config) or "?",
-             f"; {len(result.trials)} finished trial(s) resumed from {resume.path}, {left} to run" if resume else "")
-    grid = tuner.fit()
+             f"; {len(result.trials)} finished or early-stopped trial(s) resumed from {resume.path}, {left} to run"
+             if resume else "")
+    tuner.fit()
 
-    client = MlflowClient()
-    children = _children(client, experiment_id, parent_run_id)
-    ran = [_record(trial, children, client, tc, names, recorder.ended) for trial in grid]
+    ran = recorder.trial_records()
     result.interrupted = any(t.status == "interrupted" for t in ran) or (tc.searcher != "grid" and len(ran) < left)
     # A trial interrupted before it opened its run trained nothing and has no params to show.
     result.trials += [t for t in ran if t.status != "interrupted" or t.run_id is not None]
@@ -319,59 +316,6 @@ def run_sweep(config: RunConfig, *, parent_run_id: str, experiment_id: str, trac
                     "space or lengthen the budget before trusting these coefficients.", result.baseline_method,
                     tc.objective, 100 * result.best.gain)
     return result
-
-
-def _children(client, experiment_id: str, parent_run_id: str) -> dict:
-    """The sweep's child runs by their Ray trial id."""
-    return {r.data.tags.get("versatune.trial_id"): r for r in
-            client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")}
-
-
-def _record(trial, children: dict, client, tc, names: tuple[str, ...], ended: set[str]) -> TrialRecord:
-    """One Ray trial result (and its MLflow child run) as a TrialRecord; ends a stopped or interrupted
-    trial's run. ``ended``: the trials Ray ended (the others were interrupted by Ctrl-C)."""
-    trial_id = trial.metrics.get("trial_id") if trial.metrics else None
-    run = children.get(trial_id)
-    run_id = run.info.run_id if run else None
-    if trial.error is not None:
-        # The child run's tag holds the trial's own exception; Ray's error wraps it in a remote traceback.
-        tagged = run.data.tags.get("versatune.error") if run is not None else None
-        status, error = "error", (tagged or f"{type(trial.error).__name__}: {trial.error}")[:2000]
-    elif trial_id not in ended:
-        # Ctrl-C: Ray stops the sweep and returns the trials it had started, ended by nobody.
-        status, error = "interrupted", None
-        if run is not None and run.info.status == "RUNNING":
-            client.set_tag(run_id, "versatune.error", "interrupted (Ctrl-C on the sweep)")
-            client.set_terminated(run_id, status="KILLED")
-    elif run is not None and run.info.status != "FINISHED":
-        # No error from Ray, yet the run did not finish: the scheduler stopped it. Ray ends the trial's
-        # process (SIGTERM), which leaves the run RUNNING, or KILLED when the signal lands in the trial.
-        status, error = "stopped", None
-        client.set_tag(run_id, "versatune.stopped_early", "asha" if tc.asha else "scheduler")
-        client.set_terminated(run_id, status="KILLED")
-    else:
-        status, error = ("finished" if run is None or run.info.status == "FINISHED" else "error"), None
-    value = trial.metrics.get(tc.objective) if trial.metrics else None
-    # A trial that failed before its first report may lack its config; its child run has the params.
-    logged = run.data.params if run is not None else {}
-    params = {k: (trial.config or {}).get(k, _logged_value(logged.get(f"method.{k}"))) for k in names}
-    history = trial.metrics_dataframe
-    started = float(history["timestamp"].min()) if history is not None and "timestamp" in history else None
-    steps = trial.metrics.get("step") if trial.metrics else None
-    return TrialRecord(params=params, objective=value, run_id=run_id, status=status, error=error,
-                       steps=int(steps) if steps is not None else None, started=started)
-
-
-def _logged_value(text: Optional[str]) -> Any:
-    """A param as MLflow logged it (a string) back as a number where it is one; None stays None."""
-    if text is None:
-        return math.nan
-    if text == "None":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 def log_sweep(result: SweepResult, parent_run_id: str) -> None:
