@@ -108,9 +108,10 @@ def test_a_domain_not_drawn_since_the_last_point_keeps_its_last_loss_under_the_t
 def test_window_losses_read_a_domain_only_from_enough_tokens_and_keep_the_last_value_otherwise():
     from versatune_mlops.training.steps import window_losses
 
-    loss, read = window_losses([20.0, 6.0, 0.0], [10, 2, 0], last=[1.5, 2.5, 3.5])
+    mean = [2.0, 3.0, float("nan")]  # loss sums 20 and 6 over 10 and 2 tokens; nothing drawn of the third
+    loss, read = window_losses(mean, [10, 2, 0], last=[1.5, 2.5, 3.5])
     assert loss.tolist() == [2.0, 3.0, 3.5] and read.tolist() == [True, True, False], "an undrawn domain keeps its last"
-    loss, read = window_losses([20.0, 6.0, 0.0], [10, 2, 0], last=[1.5, 2.5, 3.5], min_tokens=5)
+    loss, read = window_losses(mean, [10, 2, 0], last=[1.5, 2.5, 3.5], min_tokens=5)
     assert loss.tolist() == [2.0, 2.5, 3.5] and read.tolist() == [True, False, False]
 
 

@@ -171,7 +171,7 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
         losses = timed_evaluation(config, run)
     else:
         # No evaluation pass: the window's training loss (see window_losses).
-        window, read = window_losses(state.train_loss_sum, state.train_loss_tokens, state.prev_eval_loss,
+        window, read = window_losses(train_loss, state.train_loss_tokens, state.prev_eval_loss,
                                      config.method.signal_min_tokens)
         losses = dict(zip(domains, window.tolist()))
     eval_loss = np.array([losses[d] for d in domains])
@@ -202,21 +202,19 @@ def reweight(config: RunConfig, run: TrainingRun, hooks: TrainingHooks) -> None:
         "reference_loss": dict(state.reference_loss),
     }
     if not held_out:
-        record["window_tokens"] = window_tokens  # the tokens each domain's training loss was read from
+        record["window_tokens"] = window_tokens  # each domain's tokens in the window (carried on if not read)
     state.trajectory.append(record)
     if held_out:
         hooks.on_eval(state.step, domain_metrics(losses))
     hooks.on_reweight(state.step, record)
 
 
-def window_losses(loss_sum, tokens, last, min_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Each domain's token-mean training loss over a window, and which domains were read: those with
-    at least ``min_tokens`` tokens (and at least one). A domain not read keeps its ``last`` value."""
-    tokens = np.asarray(tokens, dtype=np.int64)
-    read = tokens >= max(1, int(min_tokens))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.asarray(loss_sum, dtype=np.float64) / tokens
-    read &= np.isfinite(mean)
+def window_losses(mean, tokens, last, min_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The loss the re-weighting reads per domain from a window's token-mean training losses ``mean``,
+    and which domains were read: those with at least ``min_tokens`` tokens (and at least one). A
+    domain not read keeps its ``last`` value."""
+    mean = np.asarray(mean, dtype=np.float64)
+    read = (np.asarray(tokens) >= max(1, int(min_tokens))) & np.isfinite(mean)
     return np.where(read, mean, np.asarray(last, dtype=np.float64)), read
 
 

@@ -210,8 +210,9 @@ def sweep(config: RunConfig, *, tracking_uri: Optional[str], experiment: Optiona
     """A Ray Tune sweep as one parent run with a child run per trial; registers the best trial's model.
 
     ``resume``: a checked :class:`~..ray.sweep_record.SweepRecord` whose finished and early-stopped
-    trials this sweep continues (first ending the runs a killed sweep left RUNNING). Ctrl-C raises :class:`~..ray.tuning.SweepInterrupted` once what finished is logged
-    (the parent run ends KILLED, nothing is registered)."""
+    trials this sweep continues (first ending the runs a killed sweep left RUNNING). Ctrl-C raises
+    :class:`~..ray.tuning.SweepInterrupted` once what finished is logged (the parent run ends KILLED,
+    nothing is registered)."""
     from ..ray.tuning import SweepInterrupted, log_sweep, run_sweep  # Ray loads only for a sweep
 
     uri = configure_tracking(tracking_uri)

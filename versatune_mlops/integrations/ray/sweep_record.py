@@ -95,7 +95,6 @@ class SweepRecord:
     identity: dict[str, Any]
     trials: list[TrialRecord] = field(default_factory=list)
     baseline: Optional[TrialRecord] = None
-
     parent_run_id: Optional[str] = None
     """The sweep run that wrote it (absent in records written before it was kept)."""
 
@@ -111,12 +110,6 @@ def sweep_identity(config: RunConfig) -> dict[str, Any]:
     flat = config.flat()
     keys = sorted(k for k in flat if k.split(".")[0] in _SECTIONS and k not in _PER_TRIAL | _NOT_LEARNED)
     return json.loads(json.dumps({**{k: flat[k] for k in keys}, "tune.objective": config.tune.objective}))
-
-
-def _default_identity() -> dict[str, Any]:
-    """The identity of a config at every default (the values of settings a record may predate)."""
-    flat = from_dict({}).flat()
-    return json.loads(json.dumps({k: v for k, v in flat.items() if k.split(".")[0] in _SECTIONS}))
 
 
 def start_record(path: Path, config: RunConfig, resumed: Optional[SweepRecord] = None, *,
@@ -158,6 +151,16 @@ def record_callback(path: Path, role: str, names: tuple[str, ...], config: RunCo
     objective, client = config.tune.objective, MlflowClient()
     stopped_by = "asha" if config.tune.asha else "scheduler"
 
+    def _end_run(run, status: str) -> None:
+        """A stopped trial's run is tagged as such; a stopped or interrupted trial's run still RUNNING
+        (Ray ended its process) ends KILLED."""
+        if status == "stopped":
+            client.set_tag(run.info.run_id, "versatune.stopped_early", stopped_by)
+        if run.info.status == "RUNNING":
+            if status == "interrupted":
+                client.set_tag(run.info.run_id, "versatune.error", "interrupted (Ctrl-C on the sweep)")
+            client.set_terminated(run.info.run_id, status="KILLED")
+
     class Recorder(tune.Callback):
         def __init__(self):
             self.started: dict[str, Any] = {}  # trial id -> Ray's Trial, in the order they started
@@ -190,12 +193,8 @@ def record_callback(path: Path, role: str, names: tuple[str, ...], config: RunCo
                 # remote traceback.
                 tagged = run.data.tags.get("versatune.error") if run is not None else None
                 error = (tagged or _last_line(trial.get_error()) or "see the trial's Ray error file")[:2000]
-            if run is not None and status == "stopped":
-                client.set_tag(run.info.run_id, "versatune.stopped_early", stopped_by)
-            elif run is not None and status == "interrupted" and run.info.status == "RUNNING":
-                client.set_tag(run.info.run_id, "versatune.error", "interrupted (Ctrl-C on the sweep)")
-            if run is not None and status in ("stopped", "interrupted") and run.info.status == "RUNNING":
-                client.set_terminated(run.info.run_id, status="KILLED")
+            if run is not None and status in ("stopped", "interrupted"):
+                _end_run(run, status)
             metrics = trial.last_result or {}
             steps = metrics.get("step")
             return TrialRecord(
@@ -294,7 +293,7 @@ def check_resumable(record: SweepRecord, config: RunConfig) -> None:
     mine = sweep_identity(config)
     # A setting added since the record was written is compared at its default, which keeps the earlier
     # behaviour (new settings default to what the code did before them).
-    recorded = {k: v for k, v in _default_identity().items() if k in mine} | record.identity
+    recorded = sweep_identity(from_dict({})) | record.identity
     differ = [k for k in sorted(set(mine) | set(recorded)) if mine.get(k) != recorded.get(k)]
     if differ:
         shown = "; ".join(f"{k}: recorded {recorded.get(k)!r}, now {mine.get(k)!r}" for k in differ[:6])
