@@ -142,24 +142,27 @@ def _line(role: str, trial: TrialRecord) -> dict[str, Any]:
 def record_callback(path: Path, role: str, names: tuple[str, ...], config: RunConfig, *, experiment_id: str,
                     parent_run_id: str):
     """A Ray Tune callback (in the driver) that turns each trial into a :class:`TrialRecord` as it
-    ends, appends it to the sweep's record and ends the MLflow run of a trial the scheduler stopped.
-    After ``Tuner.fit`` returns, its ``trial_records()`` are every trial that started, in the order they
-    started: the ones Ray did not end (Ctrl-C) as interrupted, their runs ended KILLED."""
+    ends and appends it to the sweep's record. After ``Tuner.fit`` returns, its ``trial_records()``
+    are every trial that started, in the order they started (the ones Ray did not end, by Ctrl-C, as
+    interrupted), and the runs of stopped and interrupted trials are ended KILLED."""
     from mlflow.tracking import MlflowClient
     from ray import tune
 
     objective, client = config.tune.objective, MlflowClient()
     stopped_by = "asha" if config.tune.asha else "scheduler"
 
-    def _end_run(run, status: str) -> None:
-        """A stopped trial's run is tagged as such; a stopped or interrupted trial's run still RUNNING
-        (Ray ended its process) ends KILLED."""
-        if status == "stopped":
-            client.set_tag(run.info.run_id, "versatune.stopped_early", stopped_by)
-        if run.info.status == "RUNNING":
-            if status == "interrupted":
-                client.set_tag(run.info.run_id, "versatune.error", "interrupted (Ctrl-C on the sweep)")
-            client.set_terminated(run.info.run_id, status="KILLED")
+    def _end_run(record: TrialRecord) -> None:
+        """End the run of a trial Ray stopped (tagged as such) or abandoned KILLED. Called once the
+        sweep has returned: a stopped trial's process may still be ending when Ray reports the trial
+        complete, and its own exit handler then marks the run FAILED after anything set earlier."""
+        run = client.get_run(record.run_id)
+        if record.status == "stopped":
+            client.set_tag(record.run_id, "versatune.stopped_early", stopped_by)
+            if run.info.status != "KILLED":
+                client.set_terminated(record.run_id, status="KILLED")
+        elif run.info.status == "RUNNING":
+            client.set_tag(record.run_id, "versatune.error", "interrupted (Ctrl-C on the sweep)")
+            client.set_terminated(record.run_id, status="KILLED")
 
     class Recorder(tune.Callback):
         def __init__(self):
@@ -193,8 +196,6 @@ def record_callback(path: Path, role: str, names: tuple[str, ...], config: RunCo
                 # remote traceback.
                 tagged = run.data.tags.get("versatune.error") if run is not None else None
                 error = (tagged or _last_line(trial.get_error()) or "see the trial's Ray error file")[:2000]
-            if run is not None and status in ("stopped", "interrupted"):
-                _end_run(run, status)
             metrics = trial.last_result or {}
             steps = metrics.get("step")
             return TrialRecord(
@@ -209,8 +210,12 @@ def record_callback(path: Path, role: str, names: tuple[str, ...], config: RunCo
             append_trial(path, role, record)
 
         def trial_records(self) -> list[TrialRecord]:
-            return [self.records.get(trial_id) or self._trial_record(trial, errored=False, ended=False)
-                    for trial_id, trial in self.started.items()]
+            records = [self.records.get(trial_id) or self._trial_record(trial, errored=False, ended=False)
+                       for trial_id, trial in self.started.items()]
+            for record in records:
+                if record.run_id is not None and record.status in ("stopped", "interrupted"):
+                    _end_run(record)
+            return records
 
     return Recorder()
 
