@@ -1,5 +1,6 @@
 """`versatune bench`: the table arithmetic, the expansion baselines, the plan checks, and a quick run."""
 
+import dataclasses
 import json
 import math
 
@@ -325,7 +326,6 @@ def test_overhead_ratio_counts_the_dynamic_methods_evaluations():
 
 
 def test_overhead_by_row_puts_each_rows_steps_and_evaluations_over_the_static_mixtures_steps_alone():
-    import dataclasses
 
     from versatune_mlops.bench.tables import overhead_by_row
 
@@ -417,6 +417,14 @@ def test_expansion_methods_are_validated(overrides, fragment):
     (BenchPlan(variants=[BenchVariant("same", {})]), "has no overrides"),
     (BenchPlan(headline="versatune_tuned"), "--headline 'versatune_tuned' is not a fostering row"),
     (BenchPlan(fostering_methods=["uniform"], headline="versatune"), "is not a fostering row"),
+    (BenchPlan(targets=[], expansion_variants=[BenchVariant("share90", {"method.target_initial_share": 0.9})]),
+     "Expansion variants need expansion targets"),
+    (BenchPlan(targets=["law"], variants=[BenchVariant("x", {"method.beta": 0})],
+               expansion_variants=[BenchVariant("x", {"method.target_initial_share": 0.9})]), "another variant"),
+    (BenchPlan(targets=["law"], expansion_variants=[BenchVariant("wide", {"method.target": "law"})]),
+     "may change only method"),
+    (BenchPlan(targets=["law"], expansion_variants=[BenchVariant("share90", {"method.target_initial_share": 0.9})],
+               headline="share90"), "is not a fostering row"),
 ])
 def test_bad_plans_fail_before_training(plan, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -570,6 +578,36 @@ def test_a_variant_changes_only_its_method_settings_and_names_its_runs():
     broken = BenchVariant("broken", {"method.method": "versatune", "method.eta": -1})
     with pytest.raises(ConfigError, match="fostering-broken-seed3: .*method.eta"):
         plan_runs(config, BenchPlan(seeds=[3], fostering_methods=[], variants=[broken]), prior)
+
+
+def test_an_expansion_variant_runs_for_every_target_and_is_its_own_expansion_row():
+    from versatune_mlops.bench.methods import plan_runs
+
+    config = load_config("tiny")
+    prior = {d: 1 / 6 for d in ["law", "medicine", "finance", "science", "code", "general"]}
+    share90 = BenchVariant("versatune_share90", {"method.method": "versatune", "method.target_initial_share": 0.9})
+    runs = plan_runs(config, BenchPlan(seeds=[1], fostering_methods=[], expansion_methods=["target_only"],
+                                       targets=["code", "law"], expansion_variants=[share90]), prior)
+    assert [(r.name, r.label) for r in runs] == [
+        ("expansion-code-target_only-seed1", "target_only"), ("expansion-law-target_only-seed1", "target_only"),
+        ("expansion-code-versatune_share90-seed1", "versatune_share90"),
+        ("expansion-law-versatune_share90-seed1", "versatune_share90")]
+    variant = runs[2].config.method
+    assert (variant.mode, variant.target, variant.method, variant.target_initial_share) == (
+        "expansion", "code", "versatune", 0.9)
+    assert runs[0].config.method.target_initial_share == config.method.target_initial_share
+    # Its rows pair with 100% target of the same seed, like the expansion methods.
+    records = [record("target_only", 1, (1.6, 2.2, 2.1), mode="expansion", target="law"),
+               dataclasses.replace(record("versatune", 1, (1.62, 2.05, 2.1), mode="expansion", target="law"),
+                                   label="versatune_share90")]
+    rows = {r["method"]: r for r in expansion_table(records)["targets"][0]["rows"]}
+    assert rows["versatune_share90"]["kept"]["mean"] == pytest.approx(0.95)
+    assert rows["versatune_share90"]["degradation_reduction"]["mean"] == pytest.approx(0.5)
+    # An expansion variant with a setting that does not validate names its run before anything trains.
+    broken = BenchVariant("broken", {"method.method": "versatune", "method.target_initial_share": 1.5})
+    with pytest.raises(ConfigError, match="expansion-code-broken-seed1: .*target_initial_share"):
+        plan_runs(config, BenchPlan(seeds=[1], fostering_methods=[], expansion_methods=[], targets=["code"],
+                                    expansion_variants=[broken]), prior)
 
 
 def test_cli_variant_syntax():

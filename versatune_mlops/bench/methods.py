@@ -54,8 +54,10 @@ RunContext = Callable[[RunConfig, str, Optional[dict]], ContextManager[Sequence[
 
 @dataclass
 class BenchVariant:
-    """An extra fostering row, an ablation: a method with its own ``method.*`` overrides, e.g.
-    ``BenchVariant("versatune_paper", {"method.method": "versatune", "method.beta": 0.0})``."""
+    """An extra row, an ablation: a method with its own ``method.*`` overrides, e.g.
+    ``BenchVariant("versatune_paper", {"method.method": "versatune", "method.beta": 0.0})`` (fostering)
+    or ``BenchVariant("versatune_share90", {"method.method": "versatune", "method.target_initial_share": 0.9})``
+    (expansion, run for every target)."""
 
     label: str
     overrides: dict[str, Any]
@@ -87,6 +89,9 @@ class BenchPlan:
     """Expansion targets; empty runs no expansion benchmark."""
     variants: list[BenchVariant] = field(default_factory=list)
     """Extra fostering rows (ablations), run for every seed after the fostering methods."""
+    expansion_variants: list[BenchVariant] = field(default_factory=list)
+    """Extra expansion rows, run for every seed and target after the expansion methods, e.g. VersaTune
+    expansion at another ``method.target_initial_share``."""
     static_curves: bool = False
     """Evaluate the static mixtures at the re-weighting points too (train.eval_static_mixtures), so
     every method has a loss curve. Off by default: it changes every static run's config, so a
@@ -119,8 +124,10 @@ def check_plan(plan: BenchPlan, domains: Sequence[str]) -> None:
     if unknown:
         raise ConfigError(f"Expansion target(s) {unknown} are not domains of this data ({', '.join(domains)}); "
                           f"pick --targets from that list.")
-    labels = [v.label for v in plan.variants]
-    for variant in plan.variants:
+    if plan.expansion_variants and not plan.targets:
+        raise ConfigError("Expansion variants need expansion targets; give --targets, e.g. --targets code.")
+    labels = [v.label for v in [*plan.variants, *plan.expansion_variants]]
+    for variant in [*plan.variants, *plan.expansion_variants]:
         if not re.fullmatch(r"[a-z0-9_]+", variant.label):
             raise ConfigError(f"Variant label {variant.label!r} must be lower-case letters, digits and '_' "
                               f"(it names the run folder), e.g. versatune_paper.")
@@ -135,11 +142,13 @@ def check_plan(plan: BenchPlan, domains: Sequence[str]) -> None:
         if not variant.overrides:
             raise ConfigError(f"Variant {variant.label!r} has no overrides, so it would repeat a method; "
                               f"give it e.g. method.method=versatune,method.beta=0.")
-    if plan.headline is not None and plan.headline not in [*plan.fostering_methods, *labels]:
+    fostering_rows = [*plan.fostering_methods, *(v.label for v in plan.variants)]
+    if plan.headline is not None and plan.headline not in fostering_rows:
         raise ConfigError(f"--headline {plan.headline!r} is not a fostering row of this benchmark; name one of "
-                          f"{', '.join([*plan.fostering_methods, *labels]) or '(none)'}, or add it with --methods "
+                          f"{', '.join(fostering_rows) or '(none)'}, or add it with --methods "
                           f"or --variant.")
-    if not plan.fostering_methods and not plan.variants and not (plan.targets and plan.expansion_methods):
+    if not plan.fostering_methods and not plan.variants and not (
+            plan.targets and (plan.expansion_methods or plan.expansion_variants)):
         raise ConfigError("Nothing to run: give fostering methods, or expansion targets and methods.")
 
 
@@ -154,6 +163,7 @@ def plan_runs(config: RunConfig, plan: BenchPlan, prior: dict[str, float]) -> li
     cases = [("fostering", None, m, {"method.method": m}) for m in plan.fostering_methods]
     cases += [("fostering", None, v.label, v.overrides) for v in plan.variants]
     cases += [("expansion", t, m, {"method.method": m}) for t in plan.targets for m in plan.expansion_methods]
+    cases += [("expansion", t, v.label, v.overrides) for t in plan.targets for v in plan.expansion_variants]
     # Seed-major: a benchmark stopped part-way has every method on its first seeds.
     for seed in plan.seeds:
         for mode, target, label, overrides in cases:

@@ -77,6 +77,7 @@ def log_bench_params(run_id: str, plan, quick: bool, config) -> None:
     log_params(run_id, {"bench.seeds": plan.seeds, "bench.methods": plan.fostering_methods,
                         "bench.targets": plan.targets, "bench.expansion_methods": plan.expansion_methods,
                         "bench.quick": quick, "bench.variants": {v.label: v.overrides for v in plan.variants},
+                        "bench.expansion_variants": {v.label: v.overrides for v in plan.expansion_variants},
                         **config.flat()})
 
 

@@ -27,6 +27,9 @@ def add_parsers(sub) -> None:
     methods.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE...]",
                          help="an extra fostering row with its own method.* settings (an ablation), e.g. "
                          "--variant versatune_paper:method=versatune,beta=0 (keys without a section are method.*)")
+    methods.add_argument("--expansion-variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE...]",
+                         help="an extra expansion row for every target, e.g. "
+                         "--expansion-variant versatune_share90:method=versatune,target_initial_share=0.9")
     methods.add_argument("--reference-ablations", action="store_true",
                          help="add VersaTune rows with the released_code, curve_fit and specialist references")
     methods.add_argument("--headline", default=None, metavar="ROW",
@@ -114,6 +117,7 @@ def cmd_bench(args) -> int:
                      expansion_methods=csv(args.expansion_methods) or list(EXPANSION_METHODS),
                      variants=[parse_variant(text) for text in args.variant]
                      + (list(REFERENCE_ABLATIONS) if args.reference_ablations else []),
+                     expansion_variants=[parse_variant(text, "--expansion-variant") for text in args.expansion_variant],
                      static_curves=args.static_curves, headline=args.headline)
     check_plan(plan, domains)  # before any run exists
     start_tracking(args)
@@ -141,15 +145,15 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def parse_variant(text: str):
+def parse_variant(text: str, flag: str = "--variant"):
     """``LABEL:KEY=VALUE[,KEY=VALUE...]`` -> BenchVariant; values are YAML, bare keys are method.* keys."""
     from ..bench.methods import BenchVariant
 
     label, sep, body = text.partition(":")
     items = [item for item in re.split(r",(?=\s*[A-Za-z_][\w.]*\s*=)", body) if item.strip()] if sep else []
     if not label.strip() or not items or not all("=" in item for item in items):
-        raise VersaTuneError(f"--variant {text!r} must look like LABEL:KEY=VALUE[,KEY=VALUE...], "
-                             f"e.g. --variant versatune_paper:method=versatune,beta=0.")
+        raise VersaTuneError(f"{flag} {text!r} must look like LABEL:KEY=VALUE[,KEY=VALUE...], "
+                             f"e.g. {flag} versatune_paper:method=versatune,beta=0.")
     variant_overrides = {}
     for item in items:
         key, value = (part.strip() for part in item.split("=", 1))
