@@ -231,6 +231,22 @@ def test_specialist_reference_losses_are_cached(tiny_config, tmp_path, monkeypat
     assert second["reference_loss"] == first["reference_loss"]
 
 
+def test_specialist_cache_is_keyed_by_the_precision_the_specialists_really_train_in(tiny_config, monkeypatch):
+    from versatune_mlops.training import loss, reference
+
+    config = tiny_config(**{"method.reference": "specialist", "data.domains": ["law", "code"]})
+    inputs = prepare_inputs(config)
+
+    def key(bf16: bool, native: bool) -> str:
+        monkeypatch.setattr(loss, "cpu_has_native_bf16", lambda: native)
+        return reference._cache_key(dataclasses.replace(config, model=dataclasses.replace(config.model, bf16=bf16)),
+                                    inputs)
+
+    # Without bf16 instructions model.bf16=true trains in fp32: the fp32 specialists answer it.
+    assert key(True, native=False) == key(False, native=False) == key(False, native=True)
+    assert key(True, native=True) != key(True, native=False)
+
+
 def test_lora_initialisation_follows_the_run_seed_not_the_process_history(tiny_config):
     def lora_weights(seed):
         config = tiny_config(**{"model.lora": True, "model.lora_r": 4, "train.seed": seed})

@@ -31,6 +31,7 @@ from ..config import RunConfig
 from ..data.examples import DomainData
 from .checkpointing import write_json_atomic
 from .hooks import HookList
+from .loss import effective_bf16
 from .models import cache_root
 from .setup import (assemble_run, evaluate_losses, initial_state, make_optimizer, prepare_inputs, resolve_prior,
                     seed_everything)
@@ -59,7 +60,9 @@ def _cache_key(config: RunConfig, inputs: RunInputs) -> str:
     budget = {
         "model": inputs.loaded.source, "data": inputs.data.fingerprint(), "steps": config.method.specialist_steps,
         "lr": t.learning_rate, "batch": t.batch_size, "max_length": t.max_length, "seed": SPECIALIST_SEED,
-        "lora": [m.lora, m.lora_r, m.lora_alpha], "bf16": m.bf16,
+        # The precision the specialists really train in, not the config's wish: on a CPU without bf16
+        # instructions model.bf16=true computes in fp32, and its losses must not answer a bf16 run.
+        "lora": [m.lora, m.lora_r, m.lora_alpha], "bf16": effective_bf16(inputs.loaded.model, m.bf16),
     }
     return hashlib.sha256(json.dumps(budget, sort_keys=True).encode()).hexdigest()[:16]
 
