@@ -326,7 +326,6 @@ def test_overhead_ratio_counts_the_dynamic_methods_evaluations():
 
 
 def test_overhead_by_row_puts_each_rows_steps_and_evaluations_over_the_static_mixtures_steps_alone():
-
     from versatune_mlops.bench.tables import overhead_by_row
 
     bf16 = "bfloat16"
