@@ -290,6 +290,21 @@ def test_a_finished_run_is_trained_again_when_its_config_differs_or_is_unreadabl
     assert _reusable_summary(_stored_run(tmp_path, stored), config) is None
 
 
+@pytest.mark.parametrize("mode", ["fostering", "expansion"])
+def test_only_the_expansion_target_shares_a_run_reads_decide_whether_it_is_reused(tmp_path, mode):
+    # The default target_initial_share moved from .5 to .9: finished fostering runs, which never read
+    # it, stay reusable; an expansion run at another starting share is a different run.
+    from versatune_mlops.bench.methods import _reusable_summary
+
+    overrides = {"method.mode": "expansion", "method.target": "law"} if mode == "expansion" else {}
+    config = load_config("tiny", overrides=overrides)
+    stored = config.to_dict()
+    stored["method"]["target_initial_share"] = 0.5
+    stored["method"]["target_max_share"] = 0.8
+    reused = _reusable_summary(_stored_run(tmp_path, stored), config)
+    assert (reused is not None) == (mode == "fostering")
+
+
 def test_expansion_kept_gain_and_degradation_reduction_are_relative_to_target_only():
     # Target law: the specialist gains 0.4 on law and degrades the others by 0.3 in sum.
     records = [record("target_only", 0, (1.6, 2.2, 2.1), mode="expansion", target="law"),
@@ -584,24 +599,24 @@ def test_an_expansion_variant_runs_for_every_target_and_is_its_own_expansion_row
 
     config = load_config("tiny")
     prior = {d: 1 / 6 for d in ["law", "medicine", "finance", "science", "code", "general"]}
-    share90 = BenchVariant("versatune_share90", {"method.method": "versatune", "method.target_initial_share": 0.9})
+    share50 = BenchVariant("versatune_share50", {"method.method": "versatune", "method.target_initial_share": 0.5})
     runs = plan_runs(config, BenchPlan(seeds=[1], fostering_methods=[], expansion_methods=["target_only"],
-                                       targets=["code", "law"], expansion_variants=[share90]), prior)
+                                       targets=["code", "law"], expansion_variants=[share50]), prior)
     assert [(r.name, r.label) for r in runs] == [
         ("expansion-code-target_only-seed1", "target_only"), ("expansion-law-target_only-seed1", "target_only"),
-        ("expansion-code-versatune_share90-seed1", "versatune_share90"),
-        ("expansion-law-versatune_share90-seed1", "versatune_share90")]
+        ("expansion-code-versatune_share50-seed1", "versatune_share50"),
+        ("expansion-law-versatune_share50-seed1", "versatune_share50")]
     variant = runs[2].config.method
     assert (variant.mode, variant.target, variant.method, variant.target_initial_share) == (
-        "expansion", "code", "versatune", 0.9)
-    assert runs[0].config.method.target_initial_share == config.method.target_initial_share
+        "expansion", "code", "versatune", 0.5)
+    assert runs[0].config.method.target_initial_share == config.method.target_initial_share == 0.9
     # Its rows pair with 100% target of the same seed, like the expansion methods.
     records = [record("target_only", 1, (1.6, 2.2, 2.1), mode="expansion", target="law"),
                dataclasses.replace(record("versatune", 1, (1.62, 2.05, 2.1), mode="expansion", target="law"),
-                                   label="versatune_share90")]
+                                   label="versatune_share50")]
     rows = {r["method"]: r for r in expansion_table(records)["targets"][0]["rows"]}
-    assert rows["versatune_share90"]["kept"]["mean"] == pytest.approx(0.95)
-    assert rows["versatune_share90"]["degradation_reduction"]["mean"] == pytest.approx(0.5)
+    assert rows["versatune_share50"]["kept"]["mean"] == pytest.approx(0.95)
+    assert rows["versatune_share50"]["degradation_reduction"]["mean"] == pytest.approx(0.5)
     # An expansion variant with a setting that does not validate names its run before anything trains.
     broken = BenchVariant("broken", {"method.method": "versatune", "method.target_initial_share": 1.5})
     with pytest.raises(ConfigError, match="expansion-code-broken-seed1: .*target_initial_share"):

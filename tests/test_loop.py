@@ -203,8 +203,9 @@ def test_every_method_trains_and_keeps_weights_on_simplex(tiny_config, tmp_path,
 
 
 def test_expansion_grows_the_target(tiny_config, tmp_path):
+    # A start below the cap, so the target's potential has room to grow it (the default starts at the cap).
     config = tiny_config(**{"method.mode": "expansion", "method.target": "law", "train.max_steps": 12,
-                            "method.interval": 3, "train.save_model": False})
+                            "method.interval": 3, "train.save_model": False, "method.target_initial_share": 0.5})
     summary = train(config, tmp_path)
     shares = [p["weights"]["law"] for p in summary["weight_trajectory"]]
     assert shares[0] == pytest.approx(0.5)

@@ -460,6 +460,24 @@ def test_versatune_expansion_mode_grows_the_target():
     assert 0.5 < w[0] <= 0.8 + 1e-12
 
 
+def test_versatune_expansion_at_its_default_share_keeps_the_target_and_moves_replay_to_the_forgotten():
+    strat = make("versatune", mode="expansion", target="law")
+    w = strat.initial_weights()
+    assert w[0] == pytest.approx(0.9)
+    rest = PRIOR[1:] + 1e-3
+    np.testing.assert_allclose(w[1:], rest / rest.sum() * 0.1)
+    # Every domain can still learn (potential > 0) and general (index 5) has been forgotten: the target
+    # stays at its cap and general's share of the replay grows.
+    loss = np.full(6, 2.0)
+    prev = loss.copy()
+    prev[5] = 1.8
+    report = strat.update(w, DomainSignals(eval_loss=loss, prev_eval_loss=prev, ref_loss=loss * 0.7,
+                                           train_loss=loss))
+    assert report.weights[0] == pytest.approx(0.9)
+    assert report.weights[5] / report.weights[1:].sum() > w[5] / w[1:].sum()
+    assert_simplex(report.weights)
+
+
 def test_unknown_method_lists_known_ones():
     with pytest.raises(ConfigError) as info:
         build_strategy("versatun", DOMAINS, prior=PRIOR)

@@ -56,7 +56,7 @@ RunContext = Callable[[RunConfig, str, Optional[dict]], ContextManager[Sequence[
 class BenchVariant:
     """An extra row, an ablation: a method with its own ``method.*`` overrides, e.g.
     ``BenchVariant("versatune_paper", {"method.method": "versatune", "method.beta": 0.0})`` (fostering)
-    or ``BenchVariant("versatune_share90", {"method.method": "versatune", "method.target_initial_share": 0.9})``
+    or ``BenchVariant("versatune_share50", {"method.method": "versatune", "method.target_initial_share": 0.5})``
     (expansion, run for every target)."""
 
     label: str
@@ -372,12 +372,22 @@ def _reusable_summary(folder: Path, config: RunConfig) -> Optional[dict]:
     except ConfigError as error:
         log.info("Bench: %s ran with a config this version cannot read (%s); training it again", folder.name, error)
         return None
-    return summary if _as_json(stored) == _as_json(config.to_dict()) else None
+    return summary if _run_identity(stored) == _run_identity(config.to_dict()) else None
 
 
-def _as_json(tree: dict) -> Any:
-    """The tree as a JSON round trip writes it (tuples become lists), so stored and live configs compare."""
-    return json.loads(json.dumps(tree))
+# Keys a fostering run never reads: a changed default of one of them (target_initial_share went from
+# .5 to .9) must not make hours of finished fostering runs stale.
+_EXPANSION_ONLY = ("target_initial_share", "target_max_share")
+
+
+def _run_identity(tree: dict) -> Any:
+    """What makes two runs the same run: the config as a JSON round trip writes it (tuples become lists),
+    without the keys its mode does not read."""
+    tree = json.loads(json.dumps(tree))
+    if tree.get("method", {}).get("mode") == "fostering":
+        for key in _EXPANSION_ONLY:
+            tree["method"].pop(key, None)
+    return tree
 
 
 def _hooks_run_id(hooks: Sequence[TrainingHooks]) -> Optional[str]:

@@ -29,7 +29,7 @@ def add_parsers(sub) -> None:
                          "--variant versatune_paper:method=versatune,beta=0 (keys without a section are method.*)")
     methods.add_argument("--expansion-variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE...]",
                          help="an extra expansion row for every target, e.g. "
-                         "--expansion-variant versatune_share90:method=versatune,target_initial_share=0.9")
+                         "--expansion-variant versatune_share50:method=versatune,target_initial_share=0.5")
     methods.add_argument("--reference-ablations", action="store_true",
                          help="add VersaTune rows with the released_code, curve_fit and specialist references")
     methods.add_argument("--headline", default=None, metavar="ROW",

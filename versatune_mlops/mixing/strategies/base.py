@@ -67,7 +67,7 @@ class WeightingStrategy:
         floor: float = 0.0,
         mode: str = "fostering",
         target: Optional[str] = None,
-        target_initial_share: float = 0.5,
+        target_initial_share: float = 0.9,
         target_max_share: float = 0.9,
         potential: str = "relative",
     ) -> None:
