@@ -36,7 +36,9 @@ def test_expansion_from_the_command_line(tmp_path):
                  "--output-dir", str(tmp_path), *FAST]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["mode"] == "expansion" and summary["target"] == "code"
-    assert summary["initial_weights"]["code"] == pytest.approx(0.5)
+    # The default start is the default cap (.9): the target keeps its share, the replay is re-weighted.
+    assert summary["initial_weights"]["code"] == pytest.approx(0.9)
+    assert summary["final_weights"]["code"] == pytest.approx(0.9)
 
 
 def _run_bad(args, capsys):
