@@ -11,8 +11,9 @@ mid-run evaluations a dynamic method needs, so the side-by-side wall times give 
 re-weighting.
 
 Every run writes ``runs/<name>/summary.json``. A rerun with the same output folder reuses each run
-whose stored config equals the planned one (a key added since takes its default), so a multi-hour
-benchmark can be stopped and resumed, and a new config knob does not throw the finished runs away.
+whose stored config equals the planned one (a key added since takes its default; a fostering run's
+expansion-only keys are not compared), so a multi-hour benchmark can be stopped and resumed, and a new
+config knob or default does not throw the finished runs away.
 Tracking stays outside: ``run_benchmark`` takes an optional ``run_context`` that wraps each run
 (the CLI passes one that opens an MLflow child run and returns its hooks).
 """
