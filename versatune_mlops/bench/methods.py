@@ -376,8 +376,7 @@ def _reusable_summary(folder: Path, config: RunConfig) -> Optional[dict]:
     return summary if _run_identity(stored) == _run_identity(config.to_dict()) else None
 
 
-# Keys a fostering run never reads: a changed default of one of them (target_initial_share went from
-# .5 to .9) must not make hours of finished fostering runs stale.
+# Keys a fostering run never reads: a new default of one (target_initial_share .5 -> .9) must not retrain it.
 _EXPANSION_ONLY = ("target_initial_share", "target_max_share")
 
 
