@@ -143,7 +143,14 @@ def test_run_statuses_on_success_error_and_interrupt(store):
     with pytest.raises(SystemExit):  # what Ray's SIGTERM handler raises in a trial that ASHA stops
         with tracked_run(experiment="status", run_name="sigterm", system_metrics=False) as terminated:
             raise SystemExit(1)
+    with pytest.raises(RuntimeError):  # what a trial sees when Ray tears down the Train controller of a stopped trial
+        with tracked_run(experiment="status", run_name="stopped", system_metrics=False,
+                         told_to_stop=lambda: True) as stopped:
+            raise RuntimeError("The actor died unexpectedly")
     assert client.get_run(ok).info.status == "FINISHED"
+    assert client.get_run(stopped).info.status == "KILLED"
+    assert client.get_run(stopped).data.tags["versatune.error"] == "stopped (RuntimeError on the way out)"
+    assert "error.txt" not in _artifacts(client, stopped)
     assert client.get_run(failed).info.status == "FAILED"
     assert client.get_run(failed).data.tags["versatune.error"] == "RuntimeError: boom"
     assert client.get_run(killed).info.status == "KILLED"

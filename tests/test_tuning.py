@@ -244,8 +244,13 @@ def test_asha_stops_a_trial_that_runs_its_own_torch_trainer_and_later_trials_sti
     assert "RUNNING" not in statuses and statuses <= {"FINISHED", "KILLED"}
     for t in trials:
         if t.status == "stopped":
-            assert client.get_run(t.run_id).data.tags["versatune.stopped_early"] == "asha"
+            tags = client.get_run(t.run_id).data.tags
+            assert tags["versatune.stopped_early"] == "asha"
             assert t.steps < 10
+            # Tearing the trial down kills its Train controller mid-fit; the ActorDiedError that
+            # raises in the trial is the stop's doing and must not end its run FAILED (it raced the
+            # driver's KILLED and sometimes won).
+            assert tags.get("versatune.error", "stopped").startswith(("stopped", "terminated")), tags["versatune.error"]
 
 
 @pytest.mark.slow

@@ -102,12 +102,14 @@ def tracked_run(
     parent_run_id: Optional[str] = None,
     run_id: Optional[str] = None,
     system_metrics: bool = True,
+    told_to_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[str]:
     """Start (or join, inside ``mlflow run``) a run and always end it with the right status.
 
     FINISHED on success; FAILED with the error as tag and ``error.txt`` on an exception; KILLED on
     Ctrl-C or when the process is told to exit (``SystemExit``, e.g. Ray's SIGTERM to a trial that
-    ASHA stopped). Never leaves a run RUNNING. The run is created with an explicit id and made the active
+    ASHA stopped), and also on any exception raised once ``told_to_stop()`` is true (see
+    :func:`ended_with_status`). Never leaves a run RUNNING. The run is created with an explicit id and made the active
     fluent run (MLflow's log_input/log_model have no run-id argument).
     """
     client = MlflowClient()
@@ -125,14 +127,19 @@ def tracked_run(
         if run_name:
             client.set_tag(run_id, "mlflow.runName", run_name)
     mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
-    with ended_with_status(run_id, end=lambda status: mlflow.end_run(status=status)):
+    with ended_with_status(run_id, end=lambda status: mlflow.end_run(status=status), told_to_stop=told_to_stop):
         yield run_id
 
 
 @contextlib.contextmanager
-def ended_with_status(run_id: str, end: Callable[[str], None]) -> Iterator[None]:
+def ended_with_status(run_id: str, end: Callable[[str], None], *,
+                      told_to_stop: Callable[[], bool] = lambda: False) -> Iterator[None]:
     """Run the block, then ``end(status)``: FINISHED, FAILED (error tag and ``error.txt``) or
-    KILLED (Ctrl-C, or ``SystemExit`` such as Ray's SIGTERM to a trial that ASHA stopped)."""
+    KILLED (Ctrl-C, or ``SystemExit`` such as Ray's SIGTERM to a trial that ASHA stopped).
+
+    ``told_to_stop``: whether the process was asked to stop. An exception raised after that is the
+    stop's consequence, not a failure (a trial's own Ray Train controller dies when Ray tears the
+    stopped trial down, and the trial sees an ``ActorDiedError``), so the run ends KILLED."""
     client = MlflowClient()
     status = "FINISHED"
     try:
@@ -146,6 +153,10 @@ def ended_with_status(run_id: str, end: Callable[[str], None]) -> Iterator[None]
         client.set_tag(run_id, f"{TAG_PREFIX}error", f"terminated (SystemExit {exc.code})")
         raise
     except BaseException as exc:
+        if told_to_stop():
+            status = "KILLED"
+            client.set_tag(run_id, f"{TAG_PREFIX}error", f"stopped ({type(exc).__name__} on the way out)")
+            raise
         status = "FAILED"
         client.set_tag(run_id, f"{TAG_PREFIX}error", f"{type(exc).__name__}: {exc}"[:5000])
         client.log_text(run_id, "".join(traceback.format_exception(exc)), "error.txt")

@@ -23,7 +23,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ...config import TUNED, RunConfig, from_dict, objective_mode
 from ...errors import ConfigError
@@ -169,7 +169,7 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) 
     config.train.save_model = log_models
     output = Path(sweep["output_dir"]) / run_id
     fault = sweep.get("fail_trial")
-    with tracked_run(run_id=run_id, system_metrics=False):
+    with tracked_run(run_id=run_id, system_metrics=False, told_to_stop=_told_to_stop_check()):
         if config.distributed.num_workers:
             from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -184,6 +184,23 @@ def _trial(params: dict[str, Any], base: dict[str, Any], sweep: dict[str, Any]) 
         if fault is not None and not baseline and math.isclose(float(params[fault[0]]), fault[1], abs_tol=1e-9):
             raise InjectedTrialFault(f"fault drill {FAIL_TRIAL_ENV}={fault[0]}={fault[1]:g}: this trial raises after "
                                      f"reporting its final evaluation. Unset {FAIL_TRIAL_ENV} to run it normally.")
+
+
+def _told_to_stop_check() -> Callable[[], bool]:
+    """A check of whether Ray Tune has asked this trial to stop (ASHA, or the sweep ending). Tune's
+    ``Trainable.stop`` sets the trial session's stop event, then removes the trial's placement group,
+    which kills the trial's own Train controller mid-``fit``; without this check, that
+    ``ActorDiedError`` could end an early-stopped trial's run FAILED after the driver had ended it
+    KILLED. The session is taken now because ``stop`` also unsets the global one. Reads a Ray
+    internal (checked on Ray 2.60); the check says False when it cannot tell."""
+    try:
+        from ray.train._internal.session import get_session
+
+        session = get_session()
+        stop_event = session.stop_event if session is not None else None
+    except (ImportError, AttributeError):
+        stop_event = None
+    return lambda: stop_event is not None and stop_event.is_set()
 
 
 @dataclass
