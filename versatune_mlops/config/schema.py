@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ..mixing.estimators import estimator_names
-from ..mixing.strategies import method_names
+from ..mixing.strategies import DEFAULT_TARGET_INITIAL_SHARE, DEFAULT_TARGET_MAX_SHARE, method_names
 from ..mixing.weights import Coefficients
 
 DEFAULT_DOMAINS = ("law", "medicine", "finance", "science", "code", "general")
@@ -191,13 +191,13 @@ class MethodConfig:
     otherwise piles the data onto one domain (BENCHMARKS.md §7)."""
     reference_losses: Optional[dict[str, float]] = None
     specialist_steps: int = 20
-    target_initial_share: float = 0.9
+    target_initial_share: float = DEFAULT_TARGET_INITIAL_SHARE
     """Expansion: the target's share at the start; the other domains split the rest by the probe's prior.
     .9 was chosen on seed 0 and kept >= 93% of 100%-target's gain on both targets of the multi-genre
     benchmark (seeds 1-3); .5 kept 74-82% (BENCHMARKS.md §7). At .9 = target_max_share the target's
     share stays put and re-weighting moves only the replay among the other domains (by forgetting);
     raise target_max_share to let the target grow by its learnable potential."""
-    target_max_share: float = 0.9
+    target_max_share: float = DEFAULT_TARGET_MAX_SHARE
     """Expansion: the target's share never grows above this (in [target_initial_share, 1))."""
 
     def coefficients(self) -> Coefficients:

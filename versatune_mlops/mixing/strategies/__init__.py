@@ -7,7 +7,8 @@ and config, the loop and the benchmark derive their method lists from those attr
 :mod:`.weights`; a strategy only picks which update to apply and keeps its own state for resume.
 """
 
-from .base import (MODES, POTENTIALS, STRATEGIES, DomainSignals, StepReport, WeightingStrategy, build_strategy,
+from .base import (DEFAULT_TARGET_INITIAL_SHARE, DEFAULT_TARGET_MAX_SHARE, MODES, POTENTIALS, STRATEGIES,
+                   DomainSignals, StepReport, WeightingStrategy, build_strategy,
                    check_method_mode, method_names, register_strategy, strategy_class)
 
 # Import order is registration order, and registration order is the order of every method list (CLI
@@ -17,7 +18,8 @@ from .online import Aioli, DoReMi, OnlineDataMixing  # noqa: E402
 from .expansion import TargetOnly, TargetUniform  # noqa: E402
 from .versatune import VersaTune  # noqa: E402
 
-__all__ = ["MODES", "POTENTIALS", "STRATEGIES", "DomainSignals", "StepReport", "WeightingStrategy", "build_strategy",
+__all__ = ["DEFAULT_TARGET_INITIAL_SHARE", "DEFAULT_TARGET_MAX_SHARE", "MODES", "POTENTIALS", "STRATEGIES",
+           "DomainSignals", "StepReport", "WeightingStrategy", "build_strategy",
            "check_method_mode", "method_names", "register_strategy", "strategy_class", "Uniform", "SizeProportional",
            "InverseProbe", "VersaTuneConstant", "DoReMi", "OnlineDataMixing", "Aioli", "TargetOnly", "TargetUniform",
            "VersaTune"]
