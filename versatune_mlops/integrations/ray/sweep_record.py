@@ -154,7 +154,7 @@ def record_callback(path: Path, role: str, names: tuple[str, ...], config: RunCo
     def _end_run(record: TrialRecord) -> None:
         """End the run of a trial Ray stopped (tagged as such) or abandoned KILLED. Called once the
         sweep has returned: a stopped trial's process may still be ending when Ray reports the trial
-        complete, and its own exit handler then marks the run FAILED after anything set earlier."""
+        complete; its own exit handler ends the run KILLED too (``tuning._told_to_stop_check``)."""
         run = client.get_run(record.run_id)
         if record.status == "stopped":
             client.set_tag(record.run_id, "versatune.stopped_early", stopped_by)
